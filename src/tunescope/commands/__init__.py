@@ -1,0 +1,1 @@
+"""Thin command-line wrappers, one module per verb, over the library API."""

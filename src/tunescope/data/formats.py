@@ -1,0 +1,123 @@
+"""Recognise the four instruction-data shapes people already have and turn each into messages.
+
+Shapes (as in LLaMA-Factory, axolotl and TRL):
+
+* ``alpaca``: ``instruction``, optional ``input``, ``output`` (optional ``system``);
+* ``sharegpt``: ``conversations`` of ``{"from", "value"}`` turns;
+* ``messages``: OpenAI-style ``{"role", "content"}`` turns;
+* ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages.
+
+Everything downstream sees only ``messages``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from tunescope.errors import UserError
+
+DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion"]
+Message = dict[str, str]
+
+# Which fields identify a shape, in the order detection tries them.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "alpaca": ("instruction", "output"),
+    "prompt_completion": ("prompt", "completion"),
+}
+
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+ROLES = ("system", "user", "assistant")
+
+
+def detect_format(fields: dict[str, Any], locator: str) -> str:
+    """Return the shape whose identifying fields ``fields`` has.
+
+    Raises:
+        UserError: when no shape matches.
+    """
+    for name, required in SIGNATURES.items():
+        if all(key in fields for key in required):
+            return name
+    expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in SIGNATURES.items())
+    raise UserError(
+        f"{locator}: cannot detect the data format from fields [{', '.join(map(str, fields))}] "
+        f"(expected {expected}); pass --format"
+    )
+
+
+def to_messages(fields: dict[str, Any], data_format: str, locator: str) -> list[Message]:
+    """Normalise one record of shape ``data_format`` to a list of role/content messages.
+
+    Raises:
+        UserError: naming the record and the missing or malformed field.
+    """
+    if data_format == "alpaca":
+        return _from_alpaca(fields, locator)
+    if data_format == "sharegpt":
+        return _from_turns(_require(fields, "conversations", locator), locator, "conversations", "from", "value")
+    if data_format == "messages":
+        return _from_turns(_require(fields, "messages", locator), locator, "messages", "role", "content")
+    if data_format == "prompt_completion":
+        prompt = _as_turns(_require(fields, "prompt", locator), "user", locator, "prompt")
+        completion = _as_turns(_require(fields, "completion", locator), "assistant", locator, "completion")
+        return prompt + completion
+    raise UserError(f"unknown data format '{data_format}' (expected one of {', '.join(SIGNATURES)})")
+
+
+def _require(fields: dict[str, Any], name: str, locator: str) -> Any:
+    if name not in fields or fields[name] is None:
+        raise UserError(f"{locator}: record is missing field '{name}'")
+    return fields[name]
+
+
+def _text(value: Any, locator: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{locator}: field '{name}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _from_alpaca(fields: dict[str, Any], locator: str) -> list[Message]:
+    instruction = _text(_require(fields, "instruction", locator), locator, "instruction")
+    output = _text(_require(fields, "output", locator), locator, "output")
+    extra = fields.get("input") or ""
+    user = f"{instruction}\n\n{_text(extra, locator, 'input')}" if extra else instruction
+    messages = (
+        [{"role": "system", "content": _text(fields["system"], locator, "system")}] if fields.get("system") else []
+    )
+    return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
+
+def _from_turns(turns: Any, locator: str, name: str, role_key: str, text_key: str) -> list[Message]:
+    if not isinstance(turns, list) or not turns:
+        raise UserError(f"{locator}: field '{name}' must be a non-empty list of turns")
+    messages = []
+    for index, turn in enumerate(turns):
+        where = f"{name}[{index}]"
+        if not isinstance(turn, dict):
+            raise UserError(f"{locator}: {where} must be an object with '{role_key}' and '{text_key}'")
+        for key in (role_key, text_key):
+            if key not in turn:
+                raise UserError(f"{locator}: {where} is missing field '{key}'")
+        role = SHAREGPT_ROLES.get(str(turn[role_key]).lower()) if role_key == "from" else turn[role_key]
+        if role not in ROLES:
+            raise UserError(f"{locator}: {where} has unknown role {turn[role_key]!r}")
+        messages.append({"role": role, "content": _text(turn[text_key], locator, f"{where}.{text_key}")})
+    return messages
+
+
+def _as_turns(value: Any, role: str, locator: str, name: str) -> list[Message]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return _from_turns(value, locator, name, "role", "content")

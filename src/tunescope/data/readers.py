@@ -1,0 +1,165 @@
+"""Read instruction data from files or Hugging Face datasets into plain records.
+
+Each record comes with a *locator* ("train.jsonl line 17", "data.parquet row 3") so that every
+later complaint about it can say exactly where to look. JSON and JSON lines are parsed here rather
+than through ``datasets``, because pyarrow's errors for a malformed line do not say which line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunescope.errors import UserError
+from tunescope.files import sha256_file
+
+FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One row of input data, before it is understood as a conversation."""
+
+    row: int
+    """0-based position in the source; the example's id when the record has no ``id`` field."""
+    locator: str
+    """Human-readable position for error messages, e.g. ``train.jsonl line 17``."""
+    fields: dict[str, Any]
+    """The row's fields as read."""
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """All records of one source plus what identifies the source."""
+
+    source: str
+    """The path or dataset id the records came from."""
+    records: list[RawRecord]
+    """The rows, in source order."""
+    fingerprint: str
+    """SHA-256 of the file, or the Hugging Face dataset fingerprint: the data hash in provenance."""
+
+
+def read_dataset(source: str, split: str = "train") -> RawDataset:
+    """Read ``source``: a .json/.jsonl/.parquet/.csv file, a dataset directory, or a hub id.
+
+    Raises:
+        UserError: when the source does not exist, cannot be read, or a line is not valid JSON.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return RawDataset(str(path), list(_read_file(path)), sha256_file(path))
+    if path.is_dir():
+        return _read_hf(str(path), split, local=True)
+    if path.suffix in FILE_SUFFIXES or os.sep in source and not _looks_like_hub_id(source):
+        raise UserError(f"{source}: data file not found")
+    return _read_hf(source, split, local=False)
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def _read_file(path: Path) -> Iterator[RawRecord]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            yield from _read_jsonl(path)
+        elif suffix == ".json":
+            yield from _read_json(path)
+        elif suffix == ".parquet":
+            yield from _read_table(path, "parquet")
+        elif suffix == ".csv":
+            yield from _read_table(path, "csv")
+        else:
+            raise UserError(
+                f"{path}: unknown data file type '{path.suffix}' (expected one of {', '.join(FILE_SUFFIXES)})"
+            )
+    except PermissionError:
+        raise UserError(f"{path}: cannot read data file: permission denied") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+    row = 0
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            locator = f"{path} line {line_number}"
+            try:
+                fields = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{locator}: invalid JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(fields, dict):
+                raise UserError(f"{locator}: expected a JSON object, got {type(fields).__name__}")
+            yield RawRecord(row, locator, fields)
+            row += 1
+
+
+def _read_json(path: Path) -> Iterator[RawRecord]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        # A .json file that is really JSON lines is common enough to accept.
+        if err.msg == "Extra data":
+            yield from _read_jsonl(path)
+            return
+        raise UserError(f"{path} line {err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]} wrappers
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of records")
+    for row, fields in enumerate(data):
+        locator = f"{path} record {row + 1}"
+        if not isinstance(fields, dict):
+            raise UserError(f"{locator}: expected a JSON object, got {type(fields).__name__}")
+        yield RawRecord(row, locator, fields)
+
+
+def _read_table(path: Path, kind: str) -> Iterator[RawRecord]:
+    import pyarrow as pa
+
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(path)
+    except pa.ArrowInvalid as err:
+        raise UserError(f"{path}: cannot read {kind} file: {str(err).splitlines()[0]}") from None
+    # CSV rows are named by their line (header is line 1); Parquet rows by their 1-based number.
+    for row, fields in enumerate(table.to_pylist()):
+        locator = f"{path} line {row + 2}" if kind == "csv" else f"{path} row {row + 1}"
+        yield RawRecord(row, locator, fields)
+
+
+def _read_hf(source: str, split: str, local: bool) -> RawDataset:
+    import datasets
+
+    try:
+        if local and (Path(source, "dataset_info.json").exists() or Path(source, "state.json").exists()):
+            loaded = datasets.load_from_disk(source)
+        else:
+            loaded = datasets.load_dataset(source, split=split)
+    except Exception as err:  # datasets raises many unrelated types for "not there"
+        what = "dataset directory" if local else "dataset"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = "" if local else " (not a local file, and the Hugging Face hub could not provide it)"
+        raise UserError(f"{source}: cannot load {what}{hint}: {reason}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise UserError(f"{source}: no split '{split}' (available: {', '.join(loaded)})")
+        loaded = loaded[split]
+    records = [RawRecord(row, f"{source} row {row + 1}", fields) for row, fields in enumerate(loaded)]
+    return RawDataset(source, records, loaded._fingerprint)

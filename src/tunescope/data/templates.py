@@ -1,0 +1,185 @@
+"""Render conversations with a chat template and mark which tokens the loss is computed on.
+
+The mask is found in character space: each assistant turn's text is located by rendering the
+conversation up to that turn, and a token is trained on when it *starts* inside such a span. This
+works for any template that renders a conversation's prefix as a prefix of the whole, which is
+what TRL's ``assistant_only_loss`` needs ``{% generation %}`` markers for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunescope.errors import UserError
+
+IGNORE_INDEX = -100
+"""Label value the loss skips (PyTorch's ``cross_entropy`` default)."""
+
+TrainOn = Literal["assistant", "all"]
+
+# Named templates for models that ship none (base checkpoints). Alpaca is the paper's likely
+# format (Stanford Alpaca / LLaMA-Factory); the user turn already ends with the response header,
+# so a prompt renders the same with or without a generation prompt.
+NAMED_TEMPLATES = {
+    "alpaca": (
+        "{%- if messages[0]['role'] == 'system' -%}{{ messages[0]['content'] + '\\n\\n' }}"
+        "{%- else -%}{{ 'Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\\n\\n' }}{%- endif -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' -%}"
+        "{%- if not loop.first and not (loop.index0 == 1 and messages[0]['role'] == 'system') -%}"
+        "{{ '\\n\\n' }}{%- endif -%}"
+        "{{ '### Instruction:\\n' + message['content'] + '\\n\\n### Response:\\n' }}"
+        "{%- elif message['role'] == 'assistant' -%}{{ message['content'] + eos_token }}"
+        "{%- endif -%}{%- endfor -%}"
+    ),
+    "chatml": (
+        "{%- for message in messages -%}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+    ),
+}
+
+
+def apply_template_choice(tokenizer: Any, template: str | None) -> None:
+    """Install the chosen chat template on ``tokenizer``.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer; changed in place.
+        template: ``None`` keeps the tokenizer's own template; a name from ``NAMED_TEMPLATES``
+            or a path to a Jinja file replaces it.
+
+    Raises:
+        UserError: when no template is available or the file cannot be read.
+    """
+    if template in NAMED_TEMPLATES:
+        tokenizer.chat_template = NAMED_TEMPLATES[template]
+    elif template is not None:
+        path = Path(template)
+        if not path.is_file():
+            raise UserError(
+                f"--template {template}: neither a known template ({', '.join(NAMED_TEMPLATES)}) nor a file"
+            )
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"the tokenizer has no chat template; pass --template ({', '.join(NAMED_TEMPLATES)} or a .jinja file)"
+        )
+
+
+def render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
+    """Render ``messages`` to text with the tokenizer's chat template."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """Render the conversation up to (not including) a final assistant turn, ready for generation."""
+    if messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return render(tokenizer, messages, add_generation_prompt=True)
+
+
+def _render_example(tokenizer: Any, messages: list[dict[str, str]], example_id: str, **kwargs: Any) -> str:
+    try:
+        return render(tokenizer, messages, **kwargs)
+    except Exception as err:  # jinja2 errors, including a template's own raise_exception()
+        raise UserError(f"example {example_id}: the chat template cannot render it: {err}") from None
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], example_id: str) -> tuple[str, list[range]]:
+    """Return the rendered conversation and the character ranges of its assistant turns.
+
+    Each range runs from the end of the generation prompt to the end of the rendered turn, so it
+    includes the template's end-of-turn token: the model learns to stop.
+
+    Raises:
+        UserError: when the template cannot render the conversation, or renders a prefix of the
+            conversation differently from the start of the whole (then the mask is undefined).
+    """
+    text = _render_example(tokenizer, messages, example_id)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render_example(tokenizer, messages[:index], example_id, add_generation_prompt=True) if index else ""
+        through = _render_example(tokenizer, messages[: index + 1], example_id)
+        if not (text.startswith(before) and text.startswith(through)):
+            raise UserError(
+                f"example {example_id}: the chat template renders a conversation's beginning differently "
+                "from the whole conversation, so assistant tokens cannot be located; "
+                "use --train-on all or another --template"
+            )
+        spans.append(range(len(before), len(through)))
+    return text, spans
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """One training sequence: token ids and labels, ``IGNORE_INDEX`` where no loss is taken."""
+
+    example_id: str
+    """The example's ``id`` field, or its 0-based row number."""
+    input_ids: list[int]
+    """Token ids of the rendered conversation, truncated to the maximum length."""
+    labels: list[int]
+    """``input_ids`` with untrained positions replaced by ``IGNORE_INDEX``."""
+    full_length: int
+    """Number of tokens before truncation."""
+
+    @property
+    def trained_tokens(self) -> int:
+        """Number of positions that contribute to the loss."""
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+def tokenize_examples(
+    tokenizer: Any,
+    examples: list[Any],
+    *,
+    max_length: int,
+    train_on: TrainOn = "assistant",
+    batch_size: int = 512,
+) -> list[TokenizedExample]:
+    """Render, tokenize, mask and truncate ``examples`` (objects with ``id`` and ``messages``).
+
+    Sequences longer than ``max_length`` keep their first ``max_length`` tokens, as in TRL.
+    """
+    out: list[TokenizedExample] = []
+    eos_checked = False
+    for first in range(0, len(examples), batch_size):
+        batch = examples[first : first + batch_size]
+        rendered = [
+            assistant_spans(tokenizer, example.messages, example.id)
+            if train_on == "assistant"
+            else (_render_example(tokenizer, example.messages, example.id), [])
+            for example in batch
+        ]
+        encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        for example, (text, spans), ids, offsets in zip(
+            batch, rendered, encoded["input_ids"], encoded["offset_mapping"], strict=True
+        ):
+            if train_on == "all":
+                labels = list(ids)
+            else:
+                labels = [
+                    token if any(start in span for span in spans) else IGNORE_INDEX
+                    for token, (start, _) in zip(ids, offsets, strict=True)
+                ]
+            if not eos_checked and spans:
+                eos_checked = True
+                _warn_if_turns_do_not_end_with_eos(tokenizer, text, spans[-1])
+            out.append(TokenizedExample(example.id, ids[:max_length], labels[:max_length], len(ids)))
+    return out
+
+
+def _warn_if_turns_do_not_end_with_eos(tokenizer: Any, text: str, span: range) -> None:
+    eos = getattr(tokenizer, "eos_token", None)
+    if eos and eos not in text[span.start : span.stop]:
+        warnings.warn(
+            f"the chat template does not end assistant turns with the EOS token {eos!r}; "
+            "generation may not stop where training ended",
+            stacklevel=3,
+        )

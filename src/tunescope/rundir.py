@@ -1,0 +1,99 @@
+"""Output directories: claim one for a run, refuse to clobber another run, support resume.
+
+A directory is a tunescope run when it holds ``config.yaml``; it is finished when it also holds
+``run.json``, which is always written last.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunescope.errors import UserError
+from tunescope.files import write_yaml
+
+CONFIG_FILE = "config.yaml"
+DONE_FILE = "run.json"
+
+
+class RunState(Enum):
+    """What to do with a claimed directory."""
+
+    NEW = "new"
+    RESUME = "resume"
+    DONE = "done"
+
+
+def saved_config(out: Path) -> dict[str, Any] | None:
+    """The resolved settings stored in run directory ``out``, if it is one."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str]) -> list[str]:
+    """Names of settings whose values differ, as ``name (old -> new)``."""
+    keys = [key for key in {**old, **new} if key not in ignore]
+    return [f"{key} ({old.get(key)!r} -> {new.get(key)!r})" for key in keys if old.get(key) != new.get(key)]
+
+
+def check_run_dir(
+    out: Path,
+    config: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    may_change_on_resume: frozenset[str] = frozenset({"out"}),
+) -> RunState:
+    """Decide, without writing anything, whether ``out`` may receive this run.
+
+    Raises:
+        UserError: for a path that is not a directory, a directory holding something else, a run
+            that is already there (without ``overwrite``), or a resume whose settings differ from
+            the saved run's.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    previous = saved_config(out) if out.is_dir() else None
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and previous is None:
+        raise UserError(f"--out {out}: directory is not empty and is not a tunescope run; choose another --out")
+    if resume:
+        if previous is None:
+            raise UserError(f"--resume: {out} holds no run to resume")
+        if changed := config_differences(previous, config, may_change_on_resume):
+            raise UserError(f"--resume: settings differ from the run in {out}: {', '.join(changed)}")
+        return RunState.DONE if (out / DONE_FILE).is_file() else RunState.RESUME
+    if previous is not None and not overwrite:
+        changed = config_differences(previous, config, frozenset({"out"}))
+        if changed:
+            what = f"a different run ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
+        elif (out / DONE_FILE).is_file():
+            what = "this run, finished"
+        else:
+            what = "this run, unfinished (pass --resume to continue it)"
+        raise UserError(f"--out {out}: already holds {what}; pass --overwrite to replace it")
+    return RunState.NEW
+
+
+def start_run_dir(out: Path, config: dict[str, Any]) -> None:
+    """Empty ``out`` (a run being overwritten) or create it, and save the run's settings.
+
+    Raises:
+        UserError: when the directory cannot be created or written.
+    """
+    try:
+        if saved_config(out) is not None:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write there ({err.strerror})") from None
+    write_yaml(out / CONFIG_FILE, config)

@@ -1,0 +1,346 @@
+"""`tunescope train`: LoRA or full fine-tuning through TRL's SFTTrainer, crash-safe and resumable.
+
+The pipeline is: claim the run directory -> load and tokenize the data (fail fast, before the
+model is loaded) -> load the model -> wrap it with LoRA or leave it whole -> train, logging every
+step to ``metrics.jsonl`` and checkpointing for ``--resume`` -> write the final adapter or model
+under a temporary name and rename it -> plot the loss -> write ``run.json`` last.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunescope.config import config_to_dict
+from tunescope.data import IGNORE_INDEX, LoadedData, TokenizedExample, load_examples, tokenize_examples
+from tunescope.data.templates import apply_template_choice
+from tunescope.errors import UserError
+from tunescope.files import atomic_path, write_json
+from tunescope.models import ModelSource, load_model, load_tokenizer, resolve_model
+from tunescope.rundir import DONE_FILE, RunState, check_run_dir, start_run_dir
+from tunescope.train.checkpoint import latest_checkpoint
+from tunescope.train.config import TrainConfig, shared_learning_rate_warning
+
+# Settings that may change when a run is resumed without changing its result.
+RESUMABLE_CHANGES = frozenset({"out", "save_steps", "save_total_limit", "report_to"})
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Tokenized training examples and what happened on the way."""
+
+    loaded: LoadedData
+    """The examples before tokenization."""
+    examples: list[TokenizedExample]
+    """Examples with at least one trained token, in subset order."""
+    n_truncated: int
+    """Examples cut at max_length (kept)."""
+    n_too_long: int
+    """Examples dropped because truncation left no trained token."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished run's outputs are."""
+
+    run_dir: Path
+    """The run directory."""
+    artifact: Path
+    """The adapter (LoRA) or model (full) directory."""
+    metrics: Path
+    """Per-step metrics, one JSON object per line."""
+    loss_plot: Path
+    """The training-loss curve."""
+    summary: dict[str, Any]
+    """Contents of run.json."""
+
+
+def prepare_training_data(config: TrainConfig, tokenizer: Any, loaded: LoadedData | None = None) -> TrainingData:
+    """Load (unless ``loaded`` is given), render, mask and truncate the training data.
+
+    Raises:
+        UserError: when the data is unusable, including when max_length leaves no example with a
+            trained token.
+    """
+    apply_template_choice(tokenizer, config.template)
+    loaded = loaded or load_examples(config)
+    tokenized = tokenize_examples(tokenizer, loaded.examples, max_length=config.max_length, train_on=config.train_on)
+    usable = [example for example in tokenized if example.trained_tokens > 0]
+    if not usable:
+        shortest = min(_prompt_length(example) for example in tokenized)
+        raise UserError(
+            f"--max-length {config.max_length} is too small for any example of {loaded.source}: "
+            f"the shortest prompt alone is {shortest} tokens"
+        )
+    n_truncated = sum(example.full_length > config.max_length for example in tokenized)
+    return TrainingData(loaded, usable, n_truncated, len(tokenized) - len(usable))
+
+
+def _prompt_length(example: TokenizedExample) -> int:
+    return next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), example.full_length)
+
+
+def length_statistics(data: TrainingData) -> dict[str, Any]:
+    """Token-count summary of the training set, as the dry run prints and provenance records."""
+
+    def summary(values: list[int]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {
+            "min": ordered[0],
+            "median": statistics.median(ordered),
+            "mean": round(statistics.fmean(ordered), 1),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max": ordered[-1],
+        }
+
+    return {
+        "records": data.loaded.n_records,
+        "without_response": data.loaded.n_without_response,
+        "selected": len(data.loaded.examples),
+        "used": len(data.examples),
+        "truncated": data.n_truncated,
+        "dropped_too_long": data.n_too_long,
+        "tokens": summary([len(example.input_ids) for example in data.examples]),
+        "trained_tokens": summary([example.trained_tokens for example in data.examples]),
+    }
+
+
+def render_masked(tokenizer: Any, example: TokenizedExample, open_mark: str = "[", close_mark: str = "]") -> str:
+    """The example's text with the parts that carry no loss wrapped in marks."""
+    pieces, run, run_trained = [], [], None
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        trained = label != IGNORE_INDEX
+        if run and trained != run_trained:
+            pieces.append((run_trained, tokenizer.decode(run)))
+            run = []
+        run.append(token)
+        run_trained = trained
+    if run:
+        pieces.append((run_trained, tokenizer.decode(run)))
+    return "".join(text if trained else f"{open_mark}{text}{close_mark}" for trained, text in pieces)
+
+
+def dry_run(config: TrainConfig, n_examples: int = 3) -> str:
+    """Describe what training would see: three rendered examples with masks, and length statistics."""
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    data = prepare_training_data(config, tokenizer)
+    stats = length_statistics(data)
+    lines = [
+        f"data: {data.loaded.source} (format {data.loaded.format}, {stats['used']} examples used)",
+        "text in ⟦ ⟧ carries no loss; the rest is trained on",
+    ]
+    for number, example in enumerate(data.examples[:n_examples], start=1):
+        lines += [
+            f"--- example {number} (id {example.example_id}, {len(example.input_ids)} tokens, "
+            f"{example.trained_tokens} trained) ---",
+            render_masked(tokenizer, example, "⟦", "⟧"),
+        ]
+    steps = -(-len(data.examples) // config.batch_size)
+    lines += ["--- statistics ---", *(f"{key}: {value}" for key, value in stats.items())]
+    lines.append(f"optimizer steps: {steps} per epoch, {config.max_steps or int(steps * config.epochs)} in all")
+    return "\n".join(lines)
+
+
+def _use_bf16(config: TrainConfig) -> bool:
+    import torch
+
+    if config.precision == "fp32":
+        return False
+    if config.precision == "bf16":
+        return True
+    # On CPUs without bf16 instructions bf16 is several times slower than fp32 (OFFLINE_ASSETS §3.1).
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _gradient_accumulation(config: TrainConfig) -> int:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = config.micro_batch_size * world_size
+    if config.batch_size % per_step:
+        raise UserError(
+            f"--batch-size {config.batch_size} is not a multiple of micro_batch_size x processes "
+            f"({config.micro_batch_size} x {world_size})"
+        )
+    return config.batch_size // per_step
+
+
+def _peft_config(config: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        bias="none",  # keeps disable_adapter() an exact view of the base model for the shift analysis
+        task_type="CAUSAL_LM",
+    )
+
+
+def _provenance(config: TrainConfig, source: ModelSource, data: TrainingData, model: Any) -> dict[str, Any]:
+    from tunescope.env import device_info, git_commit, package_versions
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "command": "train",
+        "argv": sys.argv,
+        "model": source.describe(),
+        "data": {
+            "source": data.loaded.source,
+            "format": data.loaded.format,
+            "sha256": data.loaded.fingerprint,
+            "subset_size": config.subset_size,
+            "subset_seed": config.subset_seed,
+            "statistics": length_statistics(data),
+        },
+        "seed": config.seed,
+        "learning_rate": config.effective_learning_rate,
+        "precision": "bf16" if _use_bf16(config) else "fp32",
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "device": device_info(),
+    }
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config.data`` with LoRA or fully, into ``config.out``.
+
+    Args:
+        config: Validated settings.
+        resume: Continue the unfinished run in ``config.out`` from its last checkpoint, with the
+            same data order, so the loss curve continues as if never interrupted.
+        overwrite: Replace a run already in ``config.out``.
+
+    Raises:
+        UserError: for bad input (reported before the model is loaded where possible).
+        NonFiniteLoss: when the loss becomes NaN or infinite.
+    """
+    from accelerate import PartialState
+
+    from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
+    from tunescope.train.plot import plot_loss
+
+    # Under `accelerate launch` every process runs this function; only the main one writes files.
+    process = PartialState()
+    run_dir = Path(config.out).expanduser()
+    artifact = run_dir / ("adapter" if config.method == "lora" else "model")
+    resolved = config_to_dict(config)
+    state = check_run_dir(run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES)
+    if state is RunState.DONE:
+        return _result(run_dir, artifact)
+    if warning := shared_learning_rate_warning(config):
+        warnings.warn(warning, stacklevel=2)
+
+    # Everything that can reject the input runs before the run directory is touched, cheapest first.
+    loaded = load_examples(config)
+    source = resolve_model(config.model)
+    tokenizer = load_tokenizer(source, trust_remote_code=config.trust_remote_code)
+    data = prepare_training_data(config, tokenizer, loaded)
+    accumulation = _gradient_accumulation(config)
+    model = load_model(source, trust_remote_code=config.trust_remote_code)
+    process.wait_for_everyone()  # every process has judged the directory before it changes
+    if state is RunState.NEW and process.is_main_process:
+        start_run_dir(run_dir, resolved)
+
+    import datasets
+    import torch
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import SFTConfig
+
+    from tunescope.train.trainer import SafetensorsSFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.effective_learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=_use_bf16(config),
+        optim="adamw_torch",
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # otherwise the Trainer hides a NaN loss behind an average
+        include_num_input_tokens_seen="non_padding",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.report_to or "none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    train_dataset = datasets.Dataset.from_dict(
+        {
+            "input_ids": [example.input_ids for example in data.examples],
+            "labels": [example.labels for example in data.examples],
+        }
+    )
+    trainer = SafetensorsSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config) if config.method == "lora" else None,
+        callbacks=[StopOnNonFiniteLoss(), MetricsLog(run_dir / "metrics.jsonl")],
+    )
+    # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
+    # occasional plain lines elsewhere.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ProgressBar() if sys.stderr.isatty() else ProgressLines())
+    if state is RunState.NEW and process.is_main_process:
+        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model))
+
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if state is RunState.RESUME else None
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    runtime = time.perf_counter() - started
+
+    if trainer.is_world_process_zero():
+        with atomic_path(artifact) as tmp:
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
+        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{config.method}: {config.model}")
+        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        summary = {
+            "status": "complete",
+            "method": config.method,
+            "model": config.model,
+            "artifact": artifact.name,
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "examples": len(data.examples),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": output.training_loss,
+            "runtime_s": round(runtime, 2),
+            "resumed_from": checkpoint.name if checkpoint else None,
+        }
+        write_json(run_dir / DONE_FILE, summary)
+    trainer.accelerator.wait_for_everyone()
+    return _result(run_dir, artifact)
+
+
+def _result(run_dir: Path, artifact: Path) -> TrainResult:
+    import json
+
+    summary = json.loads((run_dir / DONE_FILE).read_text(encoding="utf-8"))
+    return TrainResult(run_dir, artifact, run_dir / "metrics.jsonl", run_dir / "loss.png", summary)

@@ -1,0 +1,41 @@
+"""The training-loss curve, as LLaMA-Factory's ``plot_loss`` draws it: raw and EMA-smoothed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunescope.files import atomic_path
+
+
+def ema(values: list[float], weight: float = 0.9) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing)."""
+    smoothed, last, count = [], 0.0, 0
+    for value in values:
+        count += 1
+        last = weight * last + (1 - weight) * value
+        smoothed.append(last / (1 - weight**count))
+    return smoothed
+
+
+def plot_loss(metrics: Path, out: Path, title: str = "training loss") -> Path:
+    """Draw loss against optimizer step from ``metrics.jsonl`` into a PNG at ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [row["step"] for row in rows]
+    losses = [row["loss"] for row in rows]
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    axes.plot(steps, losses, color="#9ecae1", linewidth=1, label="loss")
+    axes.plot(steps, ema(losses), color="#08519c", linewidth=2, label="smoothed")
+    axes.set(xlabel="optimizer step", ylabel="loss", title=title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return out

@@ -1,0 +1,60 @@
+"""TRL's SFTTrainer with optimizer, scheduler and RNG checkpoints in safetensors instead of pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import SFTTrainer
+
+from tunescope.train import checkpoint as ckpt
+
+
+class SafetensorsSFTTrainer(SFTTrainer):
+    """An ``SFTTrainer`` whose checkpoints can be resumed without unpickling anything.
+
+    Only the single-process and DDP paths are replaced; DeepSpeed, FSDP and XLA save through their
+    own engines and keep the Trainer's behaviour.
+    """
+
+    def _uses_own_checkpoint_engine(self) -> bool:
+        return bool(self.is_deepspeed_enabled or self.is_fsdp_enabled or getattr(self.args, "tpu_num_cores", None))
+
+    def _rng_file(self, directory: str) -> Path:
+        suffix = "" if self.args.world_size <= 1 else f"_{self.args.process_index}"
+        return Path(directory) / ckpt.RNG_FILE.format(suffix=suffix)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self._uses_own_checkpoint_engine():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            ckpt.save_optimizer(Path(output_dir) / ckpt.OPTIMIZER_FILE, self.optimizer, self.lr_scheduler)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        if self._uses_own_checkpoint_engine():
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        path = Path(checkpoint) / ckpt.OPTIMIZER_FILE
+        if path.is_file():
+            ckpt.load_optimizer(path, self.optimizer, self.lr_scheduler, self.args.device)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        if self._uses_own_checkpoint_engine():
+            return super()._save_rng_state(output_dir)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        ckpt.save_rng_state(self._rng_file(output_dir))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        if self._uses_own_checkpoint_engine():
+            return super()._load_rng_state(checkpoint)
+        path = self._rng_file(checkpoint)
+        if path.is_file():
+            ckpt.load_rng_state(path)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        # The Trainer pickles its arguments into every checkpoint; nothing reads them back.
+        for args_file in Path(self.args.output_dir).glob("checkpoint-*/training_args.bin"):
+            args_file.unlink(missing_ok=True)

