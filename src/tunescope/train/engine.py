@@ -211,6 +211,94 @@ def _provenance(config: TrainConfig, source: ModelSource, data: TrainingData, mo
     }
 
 
+def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.effective_learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of the steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=_gradient_accumulation(config),
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=_use_bf16(config),
+        optim="adamw_torch",
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # otherwise the Trainer hides a NaN loss behind an average
+        include_num_input_tokens_seen="non_padding",  # kept in checkpoints, so tokens/s survives a resume
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.report_to or "none",
+        disable_tqdm=True,  # replaced by ProgressBar / ProgressLines
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: Any, data: TrainingData) -> Any:
+    import datasets
+    from transformers import PrinterCallback, ProgressCallback
+
+    from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
+    from tunescope.train.trainer import SafetensorsSFTTrainer
+
+    # Already tokenized and masked, so TRL only batches and pads.
+    train_dataset = datasets.Dataset.from_dict(
+        {
+            "input_ids": [example.input_ids for example in data.examples],
+            "labels": [example.labels for example in data.examples],
+        }
+    )
+    trainer = SafetensorsSFTTrainer(
+        model=model,
+        args=_sft_arguments(config, run_dir),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config) if config.method == "lora" else None,
+        callbacks=[StopOnNonFiniteLoss(), MetricsLog(run_dir / "metrics.jsonl")],
+    )
+    # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
+    # occasional plain lines elsewhere.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ProgressBar() if sys.stderr.isatty() else ProgressLines())
+    return trainer
+
+
+def _save_outputs(config: TrainConfig, trainer: Any, tokenizer: Any, artifact: Path, summary: dict[str, Any]) -> None:
+    from tunescope.train.plot import plot_loss
+
+    run_dir = artifact.parent
+    with atomic_path(artifact) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
+    plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{config.method}: {config.model}")
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    summary = {
+        "status": "complete",
+        "method": config.method,
+        "model": config.model,
+        "artifact": artifact.name,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        **summary,
+    }
+    write_json(run_dir / DONE_FILE, summary)  # last: its presence means the run is complete
+
+
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` with LoRA or fully, into ``config.out``.
 
@@ -225,9 +313,6 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         NonFiniteLoss: when the loss becomes NaN or infinite.
     """
     from accelerate import PartialState
-
-    from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
-    from tunescope.train.plot import plot_loss
 
     # Under `accelerate launch` every process runs this function; only the main one writes files.
     process = PartialState()
@@ -245,66 +330,13 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     source = resolve_model(config.model)
     tokenizer = load_tokenizer(source, trust_remote_code=config.trust_remote_code)
     data = prepare_training_data(config, tokenizer, loaded)
-    accumulation = _gradient_accumulation(config)
+    _gradient_accumulation(config)  # rejects a batch size the processes cannot split, before loading
     model = load_model(source, trust_remote_code=config.trust_remote_code)
     process.wait_for_everyone()  # every process has judged the directory before it changes
     if state is RunState.NEW and process.is_main_process:
         start_run_dir(run_dir, resolved)
 
-    import datasets
-    import torch
-    from transformers import PrinterCallback, ProgressCallback
-    from trl import SFTConfig
-
-    from tunescope.train.trainer import SafetensorsSFTTrainer
-
-    args = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        learning_rate=config.effective_learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        per_device_train_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=accumulation,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=_use_bf16(config),
-        optim="adamw_torch",
-        seed=config.seed,
-        data_seed=config.seed,
-        max_length=config.max_length,
-        logging_steps=1,
-        logging_nan_inf_filter=False,  # otherwise the Trainer hides a NaN loss behind an average
-        include_num_input_tokens_seen="non_padding",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        report_to=config.report_to or "none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    train_dataset = datasets.Dataset.from_dict(
-        {
-            "input_ids": [example.input_ids for example in data.examples],
-            "labels": [example.labels for example in data.examples],
-        }
-    )
-    trainer = SafetensorsSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=_peft_config(config) if config.method == "lora" else None,
-        callbacks=[StopOnNonFiniteLoss(), MetricsLog(run_dir / "metrics.jsonl")],
-    )
-    # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
-    # occasional plain lines elsewhere.
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ProgressBar() if sys.stderr.isatty() else ProgressLines())
+    trainer = _build_trainer(config, run_dir, model, tokenizer, data)
     if state is RunState.NEW and process.is_main_process:
         write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model))
 
@@ -312,29 +344,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = time.perf_counter() - started
-
     if trainer.is_world_process_zero():
-        with atomic_path(artifact) as tmp:
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
-        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{config.method}: {config.model}")
-        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-        summary = {
-            "status": "complete",
-            "method": config.method,
-            "model": config.model,
-            "artifact": artifact.name,
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
+        extra = {
             "examples": len(data.examples),
-            "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
             "train_loss": output.training_loss,
             "runtime_s": round(runtime, 2),
             "resumed_from": checkpoint.name if checkpoint else None,
         }
-        write_json(run_dir / DONE_FILE, summary)
+        _save_outputs(config, trainer, tokenizer, artifact, extra)
     trainer.accelerator.wait_for_everyone()
     return _result(run_dir, artifact)
 
