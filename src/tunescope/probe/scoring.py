@@ -1,0 +1,94 @@
+"""Teacher-forced scoring: log-likelihoods of given continuations, and per-token loss on plain text.
+
+Both run batched forward passes with no generation, so probes stay cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def _token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log p(token_t | tokens_<t) for t >= 1, shape (batch, length - 1)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+    targets = ids[:, 1:].to(device)
+    # log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising a second vocabulary-sized tensor.
+    return (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).cpu()
+
+
+def continuation_logprobs(
+    model: Any, tokenizer: Any, prompts: list[str], continuations: list[str], batch_size: int = 16
+) -> list[float]:
+    """Sum of log-probabilities of each continuation given its prompt.
+
+    Prompt and continuation are tokenized separately and concatenated, so every option of a
+    multiple-choice question is scored after exactly the same prompt tokens.
+    """
+    pairs = [
+        (
+            tokenizer(prompt, add_special_tokens=False)["input_ids"],
+            tokenizer(continuation, add_special_tokens=False)["input_ids"],
+        )
+        for prompt, continuation in zip(prompts, continuations, strict=True)
+    ]
+    scores: list[float] = []
+    for batch in _batches(pairs, batch_size):
+        ids, mask = _pad([prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id)
+        logprobs = _token_logprobs(model, ids, mask)
+        for row, (prompt, continuation) in enumerate(batch):
+            # Position t-1 of logprobs scores token t; the continuation occupies [len(prompt), end).
+            scores.append(logprobs[row, len(prompt) - 1 : len(prompt) + len(continuation) - 1].sum().item())
+    return scores
+
+
+def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], max_length: int = 512, batch_size: int = 4) -> float:
+    """Average next-token negative log-likelihood (nats per token) over all tokens of ``texts``."""
+    sequences = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    total, count = 0.0, 0
+    for batch in _batches(sequences, batch_size):
+        ids, mask = _pad(list(batch), tokenizer.pad_token_id)
+        logprobs = _token_logprobs(model, ids, mask)
+        valid = mask[:, 1:].bool()
+        total -= logprobs[valid].sum().item()
+        count += int(valid.sum())
+    return total / max(count, 1)
+
+
+def response_loss(model: Any, examples: Sequence[Any], pad_id: int, batch_size: int = 4) -> float:
+    """Average next-token loss (nats per token) over the trained positions of tokenized examples.
+
+    ``examples`` are :class:`tunescope.data.TokenizedExample`: the loss covers exactly the
+    tokens training would (assistant turns by default), which is what "how surprising is this
+    data to the model" means for instruction tuning.
+    """
+    from tunescope.data import IGNORE_INDEX
+
+    total, count = 0.0, 0
+    for batch in _batches(list(examples), batch_size):
+        ids, mask = _pad([example.input_ids for example in batch], pad_id)
+        labels, _ = _pad([example.labels for example in batch], IGNORE_INDEX)
+        logprobs = _token_logprobs(model, ids, mask)
+        trained = (labels[:, 1:] != IGNORE_INDEX) & mask[:, 1:].bool()
+        total -= logprobs[trained].sum().item()
+        count += int(trained.sum())
+    return total / max(count, 1)
