@@ -1,0 +1,35 @@
+"""`tunescope generate`: answer prompts with a model and record the exact token ids."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tunescope.config import add_config_arguments, build_config
+from tunescope.generate import GenerateConfig, generate
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` verb."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="answer prompts with a model (greedy by default)",
+        description="Answer prompts with a model, a PEFT adapter, a GGUF file or a tunescope run, writing one JSON "
+        "line per response with the exact prompt and output token ids. A rerun continues where it stopped.",
+    )
+    parser.add_argument("--config", help="YAML file of settings; flags override it")
+    parser.add_argument("--overwrite", action="store_true", help="discard the responses already in --out")
+    add_config_arguments(parser, GenerateConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings and generate."""
+    from tqdm import tqdm
+
+    overrides = {name: getattr(args, name) for name in GenerateConfig.model_fields if hasattr(args, name)}
+    config = build_config(GenerateConfig, yaml_path=args.config, overrides=overrides)
+    with tqdm(unit="response", desc="generate", disable=not sys.stderr.isatty(), leave=False) as bar:
+        result = generate(config, overwrite=args.overwrite, progress=bar.update)
+    print(f"responses: {result.path} ({result.n_new} generated, {result.n_existing} already there)")
+    return 0

@@ -1,0 +1,48 @@
+"""`tunescope shift`: token by token, how the tuned model's distribution differs from the base model's."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tunescope.config import add_config_arguments, build_config
+from tunescope.shift import ShiftConfig, compute_shift
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``shift`` verb."""
+    parser = subparsers.add_parser(
+        "shift",
+        help="measure the token distribution shift between a base and a tuned model",
+        description="Feed the tuned model's responses to both models and compare their next-token distributions "
+        "at every position (KL, base rank and probability, unshifted/marginal/shifted); writes tokens.parquet, "
+        "summary.json and a token viewer.",
+    )
+    parser.add_argument("--config", help="YAML file of settings; flags override it")
+    parser.add_argument("--overwrite", action="store_true", help="replace a shift run already in --out")
+    add_config_arguments(parser, ShiftConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings, score the responses and print the headline numbers."""
+    from tqdm import tqdm
+
+    overrides = {name: getattr(args, name) for name in ShiftConfig.model_fields if hasattr(args, name)}
+    config = build_config(ShiftConfig, yaml_path=args.config, overrides=overrides)
+    with tqdm(unit="tok", desc="shift", disable=not sys.stderr.isatty(), leave=False) as bar:
+        result = compute_shift(config, overwrite=args.overwrite, progress=bar.update)
+    summary = result.summary
+    print(
+        f"mode {summary['mode']}: {summary['n_examples']} responses, {summary['n_tokens']} tokens "
+        f"({summary['models']['pairing']}, {summary['throughput']['tokens_per_s']} tokens/s)"
+    )
+    print(
+        f"unshifted {summary['unshifted']:.1%}  marginal {summary['marginal']:.1%}  shifted {summary['shifted']:.1%}  "
+        f"KL mean {summary['kl_mean']:.4g}  base prob mean {summary['base_prob_mean']:.4g}  "
+        f"base rank mean {summary['base_rank_mean']:.4g}"
+    )
+    print(f"summary: {result.out / 'summary.json'}")
+    print(f"tokens: {result.tokens}")
+    print(f"viewer: {result.viewer}")
+    return 0

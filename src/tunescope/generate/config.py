@@ -1,0 +1,80 @@
+"""Settings of `tunescope generate`: which prompts, which model, how to decode."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tunescope.config import Config
+from tunescope.data import DataSettings
+from tunescope.data.formats import DataFormat
+from tunescope.models import ModelSettings
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class PromptSettings(Config):
+    """Prompt settings."""
+
+    data: str = "mtbench"
+    """Prompts: a .json/.jsonl/.parquet/.csv file, a saved dataset directory, a Hugging Face dataset id, or a
+    tunescope asset name; a final assistant turn, if any, is kept as the reference answer."""
+    format: DataFormat = "auto"
+    """Record shape: alpaca, sharegpt, messages or prompt_completion; auto detects it from the fields."""
+    split: str = "train"
+    """Split to read from a Hugging Face dataset."""
+    template: str | None = None
+    """Chat template: unset uses the tokenizer's own; 'alpaca', 'chatml' or a .jinja file replace it."""
+    subset_size: int | None = Field(default=None, gt=0)
+    """Answer only the first N prompts of one seeded shuffle (nested, as for training subsets)."""
+    subset_seed: int = 0
+    """Seed of that shuffle."""
+
+    def data_settings(self) -> DataSettings:
+        """The same choices in the form the data loader takes."""
+        return DataSettings(
+            data=self.data, format=self.format, split=self.split, template=self.template,
+            subset_size=self.subset_size, subset_seed=self.subset_seed,
+        )  # fmt: skip
+
+
+class GenerateConfig(PromptSettings, ModelSettings):
+    """Generation settings."""
+
+    out: str
+    """JSON-lines file the responses are appended to; a rerun skips the prompts already answered there."""
+    max_new_tokens: int = Field(default=1024, gt=0)
+    """Longest response, in tokens."""
+    do_sample: bool = False
+    """Sample instead of greedy decoding (the paper decodes greedily)."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (only when sampling)."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling: keep the smallest set of tokens with this much probability (only when sampling)."""
+    top_k: int = Field(default=0, ge=0)
+    """Sample among the k most likely tokens; 0 keeps all (only when sampling)."""
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    """Divide the logits of tokens already present by this (1.0: off)."""
+    seed: int = 42
+    """Seed for sampling."""
+    batch_size: int = Field(default=8, gt=0)
+    """Prompts decoded together (left-padded, with the KV cache)."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
+    merge_adapter: bool = True
+    """Merge a LoRA adapter into the weights before decoding: the same model, several times faster; only
+    rounding differs (recorded)."""
+
+    def decoding(self, precision: str) -> dict[str, Any]:
+        """The settings that decide the output, as recorded with every response."""
+        settings: dict[str, Any] = {
+            "do_sample": self.do_sample,
+            "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+            "template": self.template,
+            "precision": precision,
+        }
+        if self.do_sample:
+            settings |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+        return settings
