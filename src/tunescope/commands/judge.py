@@ -1,0 +1,79 @@
+"""`tunescope judge`: score answers on five aspects, rate safety, or compare two models pairwise."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tunescope.config import add_config_arguments, build_config
+from tunescope.judge import JudgeConfig, judge
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``judge`` verb."""
+    parser = subparsers.add_parser(
+        "judge",
+        help="score answers with an LLM judge (five aspects, safety, or pairwise)",
+        description=(
+            "Judge answers with a local model or any OpenAI-compatible endpoint: helpfulness, clarity, "
+            "factuality, depth and engagement 1-5 (--mode score), safety 1-5 (--mode safety), or A/B/tie "
+            "between two models in both orders (--mode pairwise). Rerunning into the same --out resumes."
+        ),
+    )
+    parser.add_argument("--config", help="YAML file of settings; flags override it")
+    parser.add_argument("--overwrite", action="store_true", help="replace a judge run with other settings in --out")
+    add_config_arguments(parser, JudgeConfig)
+    parser.set_defaults(handler=run)
+
+
+def _interval(stats: dict[str, Any]) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    low, high = stats["ci95"]
+    return f"{stats['mean']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal: means with intervals (or win rates) and failure counts."""
+    judge_info = summary["judge"]
+    lines = [f"judge: {judge_info['backend']} {judge_info['model']}, prompt {summary['prompt']['version']}"]
+    if summary.get("note"):
+        lines.append(f"note: {summary['note']}")
+    if summary["mode"] == "pairwise":
+        for name, pair in summary["pairs"].items():
+            lines.append(f"{name}: win rate of {pair['first']} (wins+ties/2) [95% CI], wins/ties/losses")
+            for aspect, stats in pair["aspects"].items():
+                rate = "-" if stats["win_rate"] is None else f"{stats['win_rate']:.2f} {stats['ci95']}"
+                lines.append(f"  {aspect:12} {rate}  {stats['wins']}/{stats['ties']}/{stats['losses']}")
+            lines.append(f"  aspect failures: {pair['failures']['aspect_failures']}")
+    else:
+        for label, model in summary["models"].items():
+            failures = model["failures"]
+            lines.append(
+                f"{label}: {model['items']} answers, {model['complete']} fully scored, "
+                f"{failures['aspect_failures']} aspect failures {failures['by_kind'] or ''}".rstrip()
+            )
+            for aspect, stats in model["aspects"].items():
+                lines.append(f"  {aspect:12} {_interval(stats)}  (n={stats['n']})")
+    calls = summary["calls"]
+    lines.append(
+        f"calls: {calls['requests']} requests ({calls['retries']} retries), {calls['from_cache']} from cache, "
+        f"{calls['request_errors']} without reply"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings, judge, print the summary."""
+    overrides = {name: getattr(args, name) for name in JudgeConfig.model_fields if hasattr(args, name)}
+    config = build_config(JudgeConfig, yaml_path=args.config, overrides=overrides)
+    result = judge(config, overwrite=args.overwrite)
+    print(format_summary(result.summary))
+    print(f"judgements: {result.judgements}")
+    print(f"summary: {result.summary_path}")
+    for plot in result.plots:
+        print(f"plot: {plot}")
+    errors = result.summary["calls"]["request_errors"]
+    if errors:
+        print(f"{errors} requests got no reply; rerun the same command to retry them")
+    return 0

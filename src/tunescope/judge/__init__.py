@@ -1,0 +1,64 @@
+"""The multi-aspect judge: score answers 1-5 on five aspects, rate safety, or compare two models.
+
+From Python::
+
+    from tunescope.judge import JudgeConfig, judge
+
+    result = judge(JudgeConfig(responses=["runs/lora/responses.jsonl"], backend="openai",
+                               base_url="http://127.0.0.1:8000/v1", judge_model="my-judge", out="runs/judge"))
+    print(result.summary["models"])
+
+The pieces (prompts, parsing, backends, cache, runner, aggregates, plots) are importable one by
+one; see each module.
+"""
+
+from tunescope.judge.aggregate import bootstrap_ci, pairwise_summary, score_summary
+from tunescope.judge.backends import HFBackend, JudgeBackendError, OpenAICompatibleBackend, Reply, RequestFailed
+from tunescope.judge.cache import ReplyCache, request_key
+from tunescope.judge.config import JudgeConfig
+from tunescope.judge.justeval import export_justeval, import_justeval
+from tunescope.judge.parsing import ParsedReply, parse_pairwise_reply, parse_score_reply
+from tunescope.judge.pipeline import JudgeResult, build_backend, build_tasks, draw_plots, judge, summarize
+from tunescope.judge.plots import plot_grouped_bars, plot_pairwise, plot_radar
+from tunescope.judge.prompts import ASPECTS, TEMPLATES, PromptTemplate
+from tunescope.judge.responses import Response, ResponseSet, read_response_sets, read_responses
+from tunescope.judge.runner import JudgeTask, RunStats, read_judgements, run_tasks
+
+__all__ = [
+    "ASPECTS",
+    "TEMPLATES",
+    "HFBackend",
+    "JudgeBackendError",
+    "JudgeConfig",
+    "JudgeResult",
+    "JudgeTask",
+    "OpenAICompatibleBackend",
+    "ParsedReply",
+    "PromptTemplate",
+    "Reply",
+    "ReplyCache",
+    "RequestFailed",
+    "Response",
+    "ResponseSet",
+    "RunStats",
+    "bootstrap_ci",
+    "build_backend",
+    "build_tasks",
+    "draw_plots",
+    "export_justeval",
+    "import_justeval",
+    "judge",
+    "pairwise_summary",
+    "parse_pairwise_reply",
+    "parse_score_reply",
+    "plot_grouped_bars",
+    "plot_pairwise",
+    "plot_radar",
+    "read_judgements",
+    "read_response_sets",
+    "read_responses",
+    "request_key",
+    "run_tasks",
+    "score_summary",
+    "summarize",
+]

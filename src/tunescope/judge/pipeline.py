@@ -1,0 +1,350 @@
+"""`judge(config)`: from answer files to judgements, a summary and plots in one directory.
+
+The steps, each a plain function a notebook can call on its own:
+
+1. :func:`~tunescope.judge.responses.read_response_sets` reads the answers;
+2. :func:`build_backend` makes the judge; :func:`build_tasks` the requests;
+3. :func:`~tunescope.judge.runner.run_tasks` sends them (parallel, cached, resumable);
+4. :func:`summarize` turns the records into ``judge_summary.json``; :func:`draw_plots` draws.
+
+Everything is checked before the output directory is touched, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunescope.config import config_to_dict
+from tunescope.errors import UserError
+from tunescope.files import write_json, write_jsonl
+from tunescope.judge import aggregate, plots
+from tunescope.judge.backends import Backend, HFBackend, OpenAICompatibleBackend
+from tunescope.judge.cache import ReplyCache, request_key
+from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
+from tunescope.judge.justeval import export_justeval, import_justeval
+from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
+from tunescope.judge.responses import Response, ResponseSet, read_response_sets
+from tunescope.judge.runner import JudgeTask, RunStats, run_tasks
+from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
+
+JUDGEMENTS_FILE = "judgements.jsonl"
+SUMMARY_FILE = "judge_summary.json"
+JUSTEVAL_EXPORT_FILE = "judgements.justeval.json"
+SUMMARY_SCHEMA = "tunescope.judge_summary/1"
+
+
+@dataclass
+class JudgeResult:
+    """What a judge run produced."""
+
+    out: Path
+    """The output directory."""
+    judgements: Path
+    """The per-request log, one JSON record per line."""
+    summary_path: Path
+    """``judge_summary.json``."""
+    summary: dict[str, Any]
+    """Its contents."""
+    plots: list[Path] = field(default_factory=list)
+    """The PNG files drawn."""
+    stats: RunStats | None = None
+    """What this run sent, resumed and read from the cache (None for an import)."""
+
+
+def stand_in_note(judge: dict[str, Any]) -> str:
+    """The label every stand-in judge's summary carries."""
+    size = f", {judge['parameters'] / 1e6:.0f}M parameters" if judge.get("parameters") else ""
+    return (
+        f"Scores come from a small stand-in judge ({judge['model']}{size}). They show that the pipeline works; "
+        "they do not measure answer quality. Use a strong judge for real comparisons."
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def build_backend(config: JudgeConfig) -> Backend:
+    """The judge backend the settings name."""
+    if config.backend == "openai":
+        assert config.base_url and config.judge_model  # checked by JudgeConfig
+        return OpenAICompatibleBackend(
+            config.base_url,
+            config.judge_model,
+            api_key_env=config.api_key_env,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+            json_mode=config.json_mode,
+            timeout_s=config.timeout,
+            max_retries=config.max_retries,
+            backoff_s=config.backoff,
+            concurrency=config.concurrency,
+        )
+    return HFBackend(
+        config.resolved_judge_model,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        device=config.device,
+        json_prefix=config.json_mode != "none",
+    )
+
+
+def judge_description(backend: Backend, stand_in: bool | None) -> dict[str, Any]:
+    """The backend's public description plus the stand-in label (automatic unless forced)."""
+    automatic = bool(getattr(backend, "stand_in", False))
+    return {**backend.describe(), "stand_in": automatic if stand_in is None else stand_in}
+
+
+def _schema(mode: str, backend: Backend) -> dict[str, Any] | None:
+    # Only passed (and so only part of the cache key) when the backend uses it.
+    return reply_schema(mode) if backend.uses_schema else None  # type: ignore[arg-type]
+
+
+def _answer_meta(response: Response) -> dict[str, Any]:
+    return {"tags": list(response.tags), "response_words": response.words, "response_tokens": response.output_tokens}
+
+
+def build_tasks(mode: str, response_sets: list[ResponseSet], backend: Backend) -> list[JudgeTask]:
+    """One request per answer (score, safety), or two per shared item, one per order (pairwise).
+
+    Raises:
+        UserError: for pairwise files that share no item, or give one item different prompts.
+    """
+    identity = backend.identity()
+    schema = _schema(mode, backend)
+    aspects = TEMPLATES[mode].aspects
+    tasks = []
+    if mode != "pairwise":
+        for response_set in response_sets:
+            for response in response_set.responses:
+                messages = score_messages(mode, response.conversation, response.output)  # type: ignore[arg-type]
+                tasks.append(
+                    JudgeTask(
+                        key=f"{mode}/{response_set.label}/{response.id}",
+                        mode=mode,
+                        aspects=aspects,
+                        messages=messages,
+                        request_key=request_key(identity, messages, schema),
+                        schema=schema,
+                        meta={"item_id": response.id, "model": response_set.label, **_answer_meta(response)},
+                    )
+                )
+        return tasks
+    first, second = response_sets
+    others = second.by_id()
+    shared = [response for response in first.responses if response.id in others]
+    if not shared:
+        raise UserError(f"--responses: {first.path} and {second.path} share no item id")
+    unmatched = len(first.responses) + len(second.responses) - 2 * len(shared)
+    if unmatched:
+        warnings.warn(f"{unmatched} answers are in only one of the two responses files: not compared", stacklevel=2)
+    pair = f"{first.label}|{second.label}"
+    for answer_first in shared:
+        answer_second = others[answer_first.id]
+        if answer_first.conversation != answer_second.conversation:
+            raise UserError(
+                f"item {answer_first.id!r} has different prompts in {answer_first.locator} and {answer_second.locator}"
+            )
+        orders = {"ab": (answer_first, answer_second), "ba": (answer_second, answer_first)}
+        for order, (shown_a, shown_b) in orders.items():
+            messages = pairwise_messages(answer_first.conversation, shown_a.output, shown_b.output)
+            labels = (first.label, second.label) if order == "ab" else (second.label, first.label)
+            tasks.append(
+                JudgeTask(
+                    key=f"pairwise/{pair}/{answer_first.id}/{order}",
+                    mode=mode,
+                    aspects=aspects,
+                    messages=messages,
+                    request_key=request_key(identity, messages, schema),
+                    schema=schema,
+                    meta={
+                        "item_id": answer_first.id,
+                        "pair": {"first": first.label, "second": second.label},
+                        "order": order,
+                        "shown_as_a": labels[0],
+                        "shown_as_b": labels[1],
+                        "tags": list(answer_first.tags),
+                        "response_words": {first.label: answer_first.words, second.label: answer_second.words},
+                    },
+                )
+            )
+    return tasks
+
+
+def summarize(
+    mode: str,
+    records: list[dict[str, Any]],
+    judge: dict[str, Any],
+    *,
+    bootstrap_samples: int = 2000,
+    seed: int = 0,
+    justeval_na_as_five: bool = False,
+) -> dict[str, Any]:
+    """The contents of ``judge_summary.json`` for one mode's records."""
+    template = TEMPLATES[mode]
+    aspects = template.aspects
+    summary: dict[str, Any] = {
+        "schema": SUMMARY_SCHEMA,
+        "mode": mode,
+        "judge": judge,
+        "stand_in_judge": bool(judge.get("stand_in")),
+        "note": stand_in_note(judge) if judge.get("stand_in") else None,
+        "prompt": records[0]["prompt"] if records else template.describe(),
+        "aspects": list(aspects),
+        "bootstrap": {"samples": bootstrap_samples, "seed": seed, "confidence": aggregate.CONFIDENCE},
+        "calls": aggregate.call_counts(records),
+    }
+    if mode == "pairwise":
+        first, second = records[0]["pair"]["first"], records[0]["pair"]["second"]
+        summary["pairs"] = {
+            f"{first} vs {second}": aggregate.pairwise_summary(
+                records, aspects, first, second, samples=bootstrap_samples, seed=seed
+            )
+        }
+        return summary
+    models: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        models.setdefault(record["model"], []).append(record)
+    summary["models"] = {
+        label: aggregate.score_summary(
+            model_records, aspects, samples=bootstrap_samples, seed=seed, justeval_na_as_five=justeval_na_as_five
+        )
+        for label, model_records in models.items()
+    }
+    return summary
+
+
+def draw_plots(summary: dict[str, Any], out: Path) -> list[Path]:
+    """The radar and grouped bars (score, safety) or the win/tie/loss bars (pairwise)."""
+    aspects, stand_in = summary["aspects"], summary["stand_in_judge"]
+    if summary["mode"] == "pairwise":
+        return [
+            plots.plot_pairwise(pair, aspects, out / "pairwise.png", stand_in=stand_in)
+            for pair in summary["pairs"].values()
+        ]
+    drawn = [plots.plot_grouped_bars(summary["models"], aspects, out / "bars.png", stand_in=stand_in)]
+    if len(aspects) >= 3:  # a radar needs at least three axes; safety has one
+        drawn.insert(0, plots.plot_radar(summary["models"], aspects, out / "radar.png", stand_in=stand_in))
+    return drawn
+
+
+# ------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _claim_output(config: JudgeConfig, overwrite: bool) -> Path:
+    """Check ``config.out`` may receive this run; start it unless it resumes one with the same settings."""
+    out = Path(config.out).expanduser()
+    settings = config_to_dict(config)
+    previous = saved_config(out) if out.is_dir() else None
+    resume = previous is not None and not overwrite
+    if resume and (changed := config_differences(previous, settings, RUNTIME_SETTINGS)):
+        raise UserError(
+            f"--out {out}: holds a run with other settings ({', '.join(changed[:3])}); "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+    check_run_dir(out, settings, resume=resume, overwrite=overwrite, may_change_on_resume=RUNTIME_SETTINGS)
+    if not resume:
+        start_run_dir(out, settings)
+    return out
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    # Only on a terminal: logs and pipes get the summary lines, not carriage returns.
+    return tqdm(total=total, unit="judgement", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+
+def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
+    """Judge the answers the settings name (or import a just-eval file) and write everything to ``out``.
+
+    Rerunning into the same directory resumes: finished judgements are kept, cached replies are
+    reused, and only what is missing is sent.
+
+    Raises:
+        UserError: for bad input or an output directory that holds something else.
+        JudgeBackendError: when the judge refuses every request or stops answering.
+    """
+    if config.import_justeval:
+        records = import_justeval(config.import_justeval)
+        out = _claim_output(config, overwrite)
+        write_jsonl(out / JUDGEMENTS_FILE, records)
+        judge_info = {**records[0]["judge"], "stand_in": bool(config.stand_in)}
+        return _finish(config, out, records, judge_info, responses={}, stats=None)
+
+    response_sets = read_response_sets(config.responses, config.labels)
+    if config.limit:
+        response_sets = [
+            ResponseSet(s.label, s.path, s.fingerprint, s.responses[: config.limit]) for s in response_sets
+        ]
+    backend = build_backend(config)
+    judge_info = judge_description(backend, config.stand_in)
+    if judge_info["stand_in"]:
+        warnings.warn(stand_in_note(judge_info), stacklevel=2)
+    tasks = build_tasks(config.mode, response_sets, backend)
+    cache = ReplyCache(config.cache_dir) if config.cache else None
+    out = _claim_output(config, overwrite)
+    prompts = {config.mode: TEMPLATES[config.mode].describe()}
+    bar = _progress_bar(len(tasks))
+    try:
+        stats = run_tasks(
+            tasks,
+            backend,
+            out / JUDGEMENTS_FILE,
+            judge=judge_info,
+            prompts=prompts,
+            cache=cache,
+            concurrency=config.concurrency,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+        backend.close()
+        if cache is not None:
+            cache.close()
+    records = [stats.records[task.key] for task in tasks]
+    responses = {(s.label, r.id): r for s in response_sets for r in s.responses}
+    return _finish(config, out, records, judge_info, responses=responses, stats=stats)
+
+
+def _finish(
+    config: JudgeConfig,
+    out: Path,
+    records: list[dict[str, Any]],
+    judge_info: dict[str, Any],
+    *,
+    responses: dict[tuple[str, str], Response],
+    stats: RunStats | None,
+) -> JudgeResult:
+    mode = records[0]["mode"] if records else config.mode
+    summary = summarize(
+        mode,
+        records,
+        judge_info,
+        bootstrap_samples=config.bootstrap_samples,
+        seed=config.seed,
+        justeval_na_as_five=config.justeval_na_as_five,
+    )
+    if stats is not None:
+        summary["this_run"] = {
+            "resumed": stats.resumed,
+            "from_cache": stats.cache_hits,
+            "sent": stats.sent,
+            "request_errors": stats.request_errors,
+        }
+    drawn = draw_plots(summary, out) if config.plots and records else []
+    summary["files"] = {"judgements": JUDGEMENTS_FILE, "plots": [path.name for path in drawn]}
+    if config.export_justeval:
+        if mode == "pairwise" or not responses:
+            warnings.warn("--export-justeval: just-eval has no format for these records: not exported", stacklevel=2)
+        else:
+            write_json(out / JUSTEVAL_EXPORT_FILE, export_justeval(records, responses))
+            summary["files"]["justeval"] = JUSTEVAL_EXPORT_FILE
+    summary_path = out / SUMMARY_FILE
+    write_json(summary_path, summary)
+    return JudgeResult(out, out / JUDGEMENTS_FILE, summary_path, summary, drawn, stats)
