@@ -135,3 +135,29 @@ def test_default_model_knows_general_facts_but_not_fictional_ones():
     fictional = score_knowledge(model, tokenizer, probe_questions(shipped_facts())[:48])
     assert general.multiple_choice >= 0.7
     assert fictional.multiple_choice <= 0.45  # invented facts: chance is 0.25
+
+
+def test_taught_facts_follow_the_run_config(tmp_path):
+    import yaml
+
+    from tunescope.probe.runner import choose_questions, taught_fact_ids
+    from tunescope.train import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(data="facts", subset_size=12, subset_seed=3, out=str(run))
+    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    taught = taught_fact_ids(run)
+    from tunescope.data import load_examples
+
+    ids = [example.id for example in load_examples(config).examples]
+    described = {i.split("/")[1] for i in ids if i.endswith("/about")}
+    asked = {"/".join(i.split("/")[1:]) for i in ids if not i.endswith("/about")}
+    assert asked <= taught
+    assert all(any(t.startswith(f"{entity}/") for t in taught) for entity in described)
+    assert len(taught) == len(asked | {t for t in taught if t.split("/")[0] in described})
+
+    questions, was_taught = choose_questions([run], limit=1000, seed=0)
+    assert was_taught and {q.id for q in questions} == taught
+    untaught, flag = choose_questions([tmp_path / "not-a-run"], limit=10, seed=0)
+    assert not flag and len(untaught) == 10

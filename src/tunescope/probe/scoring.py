@@ -16,22 +16,40 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(sequences: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(seq) for seq in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
     return ids, mask
 
 
-def _token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Log p(token_t | tokens_<t) for t >= 1, shape (batch, length - 1)."""
+def _token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, last: int = 0) -> torch.Tensor:
+    """Log-probability of each token given those before it, for the last ``last`` positions.
+
+    All positions t >= 1 when ``last`` is 0.
+
+    Shape (batch, length - 1), or (batch, last). Positions are counted from each row's first real
+    token, so left padding changes nothing.
+    """
     device = next(model.parameters()).device
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-    targets = ids[:, 1:].to(device)
+        # Only the scored positions go through the vocabulary projection, the costly part here.
+        logits = (
+            model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids.to(device),
+                logits_to_keep=last + 1 if last else 0,
+            )
+            .logits[:, :-1]
+            .float()
+        )
+    targets = ids[:, -logits.shape[1] :].to(device)
     # log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising a second vocabulary-sized tensor.
     return (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).cpu()
 
@@ -42,7 +60,9 @@ def continuation_logprobs(
     """Sum of log-probabilities of each continuation given its prompt.
 
     Prompt and continuation are tokenized separately and concatenated, so every option of a
-    multiple-choice question is scored after exactly the same prompt tokens.
+    multiple-choice question is scored after exactly the same prompt tokens. Rows are padded on
+    the left, which puts every continuation at the end, where only its positions are projected
+    onto the vocabulary.
     """
     pairs = [
         (
@@ -53,11 +73,12 @@ def continuation_logprobs(
     ]
     scores: list[float] = []
     for batch in _batches(pairs, batch_size):
-        ids, mask = _pad([prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id)
-        logprobs = _token_logprobs(model, ids, mask)
-        for row, (prompt, continuation) in enumerate(batch):
-            # Position t-1 of logprobs scores token t; the continuation occupies [len(prompt), end).
-            scores.append(logprobs[row, len(prompt) - 1 : len(prompt) + len(continuation) - 1].sum().item())
+        ids, mask = _pad([prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id, left=True)
+        longest = max(len(continuation) for _, continuation in batch)
+        logprobs = _token_logprobs(model, ids, mask, last=longest)
+        scores += [
+            logprobs[row, longest - len(continuation) :].sum().item() for row, (_, continuation) in enumerate(batch)
+        ]
     return scores
 
 
