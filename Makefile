@@ -36,6 +36,8 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_shift.py
+	$(BIN)/python benchmarks/bench_judge.py
 
 clean:
 	rm -rf $(VENV) runs
