@@ -215,3 +215,68 @@ def test_progress_bar_on_a_terminal(tiny_model_dir, tmp_path):
     text = output.decode(errors="replace")
     assert "train: 100%" in text and "3/3" in text and "loss=" in text
     assert "step 3/3  loss" not in text  # the bar replaces the plain lines
+
+
+def test_shift_monitor_tracks_drift_from_the_base(tiny_model_dir, tmp_path):
+    from tunescope.train.monitor import read_monitor
+
+    data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages"))
+    monitor = [
+        "--monitor-every",
+        "2",
+        "--monitor-prompts",
+        str(data),
+        "--monitor-examples",
+        "3",
+        "--monitor-tokens",
+        "8",
+    ]
+    curves = {}
+    for method in ("lora", "full"):
+        out = tmp_path / method
+        args = train_args(tiny_model_dir, data, out, "--method", method, "--epochs", "3", "--learning-rate", "3e-2")
+        assert main([*args, *monitor]) == 0
+        rows = read_monitor(out / "metrics.jsonl")
+        assert [row["step"] for row in rows] == [0, 2, 4, 6]  # before training, every 2 steps, and the last
+        assert rows[0]["monitor_kl"] < 1e-3 and rows[0]["monitor_unshifted"] == 1.0  # the base against itself
+        assert rows[-1]["monitor_kl"] > rows[0]["monitor_kl"]
+        assert (out / "monitor.png").read_bytes()[:4] == b"\x89PNG"
+        curves[method] = rows
+    assert curves["full"][-1]["monitor_kl"] > curves["lora"][-1]["monitor_kl"]
+
+
+def test_shift_monitor_survives_a_resume(tiny_model_dir, tmp_path):
+    import shutil
+
+    data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages") * 2)
+    extra = [
+        "--method",
+        "full",
+        "--epochs",
+        "2",
+        "--save-steps",
+        "4",
+        "--save-total-limit",
+        "5",
+        "--monitor-every",
+        "2",
+    ]
+    extra += ["--monitor-prompts", str(data), "--monitor-examples", "2", "--monitor-tokens", "6"]
+    reference = tmp_path / "reference"
+    assert main(train_args(tiny_model_dir, data, reference, *extra)) == 0
+    crashed = tmp_path / "crashed"
+    shutil.copytree(reference, crashed)
+    for name in ("model", "run.json", "checkpoints/checkpoint-8"):
+        path = crashed / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    config = yaml.safe_load((crashed / "config.yaml").read_text())
+    (crashed / "config.yaml").write_text(yaml.safe_dump({**config, "out": str(crashed)}))
+    assert main(["train", "--out", str(crashed), "--resume"]) == 0
+
+    # The resumed run measures against the stored base, so its curve is the uninterrupted one.
+    def curve(run):
+        keep = ("step", "loss", "monitor_kl", "monitor_shifted", "monitor_unshifted")
+        return [{key: row[key] for key in keep if key in row} for row in read_metrics(run)]
+
+    assert curve(crashed) == curve(reference)
+    assert sum("monitor_kl" in row for row in curve(reference)) == 5  # steps 0, 2, 4, 6, 8

@@ -36,14 +36,17 @@ class MetricsLog(TrainerCallback):
     logged steps, so it includes optimizer and data-loading time.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, monitor: Any = None):
         self.path = path
+        self.monitor = monitor
         self._last: tuple[float, int] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Start the throughput clock (after a resume, from the restored token count)."""
         self._last = (time.perf_counter(), state.num_input_tokens_seen)
-        if state.is_world_process_zero and self.path.exists():
+        if not state.is_world_process_zero:
+            return
+        if self.path.exists():
             # A resumed run redoes the steps after its checkpoint: drop their old lines.
             kept = [
                 line
@@ -51,6 +54,12 @@ class MetricsLog(TrainerCallback):
                 if line.strip() and json.loads(line)["step"] <= state.global_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if self.monitor is not None and (before := self.monitor.pop_metrics(0)):
+            self._append({"step": 0, **before})
+
+    def _append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any):
         """Write the step's metrics; summary logs at the end of training carry no loss and are skipped."""
@@ -62,8 +71,9 @@ class MetricsLog(TrainerCallback):
         if self._last is not None and now > self._last[0] and tokens > self._last[1]:
             row["tokens_per_s"] = (tokens - self._last[1]) / (now - self._last[0])
         self._last = (now, tokens)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        if self.monitor is not None:
+            row.update(self.monitor.pop_metrics(state.global_step))
+        self._append(row)
 
 
 class StopOnNonFiniteLoss(TrainerCallback):

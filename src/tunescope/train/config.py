@@ -26,7 +26,21 @@ class LoraSettings(Config):
     """Modules that get adapters: 'all-linear', or names such as q_proj v_proj."""
 
 
-class TrainConfig(LoraSettings, DataSettings, ModelSettings):
+class MonitorSettings(Config):
+    """Shift monitor settings (live KL to the base model during training)."""
+
+    monitor_every: int = Field(default=0, ge=0)
+    """Every this many optimizer steps, measure KL and the shifted share against the base model on a
+    fixed probe set, logged to metrics.jsonl and plotted in monitor.png (0: off)."""
+    monitor_prompts: str = "mtbench"
+    """Prompts of the probe set (any data source; the base model answers them once, greedily)."""
+    monitor_examples: int = Field(default=8, gt=0)
+    """Prompts in the probe set (the first N of a seeded shuffle)."""
+    monitor_tokens: int = Field(default=48, gt=0)
+    """Longest base answer per prompt, in tokens."""
+
+
+class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     """Training settings."""
 
     out: str

@@ -28,7 +28,9 @@ from tunescope.train.checkpoint import latest_checkpoint
 from tunescope.train.config import TrainConfig, shared_learning_rate_warning
 
 # Settings that may change when a run is resumed without changing its result.
-RESUMABLE_CHANGES = frozenset({"out", "save_steps", "save_total_limit", "report_to"})
+RESUMABLE_CHANGES = frozenset(
+    {"out", "save_steps", "save_total_limit", "report_to", "monitor_every", "monitor_examples", "monitor_tokens"}
+)
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,26 @@ def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
     )
 
 
+def _shift_monitor(config: TrainConfig, run_dir: Path, tokenizer: Any) -> Any:
+    from tunescope.data import DataSettings, nested_subset, render_prompt
+    from tunescope.train.monitor import ShiftMonitor
+
+    prompts = load_examples(DataSettings(data=config.monitor_prompts), require_response=False).examples
+    chosen = nested_subset(prompts, min(config.monitor_examples, len(prompts)), config.subset_seed)
+    ids = [tokenizer(render_prompt(tokenizer, ex.messages), add_special_tokens=False)["input_ids"] for ex in chosen]
+    return ShiftMonitor(run_dir, tokenizer, ids, config.monitor_every, config.monitor_tokens)
+
+
 def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: Any, data: TrainingData) -> Any:
     import datasets
     from transformers import PrinterCallback, ProgressCallback
 
     from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
     from tunescope.train.trainer import SafetensorsSFTTrainer
+
+    monitor = _shift_monitor(config, run_dir, tokenizer) if config.monitor_every else None
+    # The monitor measures before MetricsLog writes, so each step's line carries its measurement.
+    callbacks = [StopOnNonFiniteLoss(), *([monitor] if monitor else []), MetricsLog(run_dir / "metrics.jsonl", monitor)]
 
     # Already tokenized and masked, so TRL only batches and pads.
     train_dataset = datasets.Dataset.from_dict(
@@ -265,7 +281,7 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: An
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=_peft_config(config) if config.method == "lora" else None,
-        callbacks=[StopOnNonFiniteLoss(), MetricsLog(run_dir / "metrics.jsonl")],
+        callbacks=callbacks,
     )
     # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
     # occasional plain lines elsewhere.
@@ -276,7 +292,7 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: An
 
 
 def _save_outputs(config: TrainConfig, trainer: Any, tokenizer: Any, artifact: Path, summary: dict[str, Any]) -> None:
-    from tunescope.train.plot import plot_loss
+    from tunescope.train.plot import plot_loss, plot_monitor
 
     run_dir = artifact.parent
     with atomic_path(artifact) as tmp:
@@ -284,6 +300,8 @@ def _save_outputs(config: TrainConfig, trainer: Any, tokenizer: Any, artifact: P
         tokenizer.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
     plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{config.method}: {config.model}")
+    if config.monitor_every:
+        plot_monitor(run_dir / "metrics.jsonl", run_dir / "monitor.png", title=f"{config.method}: shift from base")
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     summary = {
         "status": "complete",
