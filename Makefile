@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 setup: $(STAMP)
 	$(BIN)/tunescope assets prepare
 
-demo: setup
-	$(BIN)/tunescope train --config configs/demo.yaml --overwrite
+# The report's browser test drives Debian's Chromium; install it where apt-get can (CI, root).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-headless-shell >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install Debian's chromium for the report's browser test (apt-get install chromium)"; fi
 
-test: setup
+demo: setup
+	$(BIN)/tunescope demo
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

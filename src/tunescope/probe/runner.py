@@ -134,7 +134,7 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
         knowledge = score_knowledge(model, tokenizer, questions)
         forgetting = score_forgetting(model, tokenizer, passages, general)
         entry: dict[str, Any] = {
-            "knowledge": {k: v for k, v in asdict(knowledge).items() if k != "correct_ids"},
+            "knowledge": asdict(knowledge),
             "heldout_loss": forgetting.heldout_loss,
             "general_accuracy": forgetting.general.multiple_choice,
         }
@@ -154,6 +154,7 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
         "tuned": config.tuned,
         "facts_taught": taught,
         "n_fact_questions": len(questions),
+        "fact_question_ids": [question.id for question in questions],
         "chance": 1 / len(questions[0].options) if questions else None,
         "n_heldout_passages": len(passages),
         "n_general_questions": len(general),

@@ -1,0 +1,44 @@
+"""`tunescope demo`: the main job — every stage on the embedded default model, then the report."""
+
+from __future__ import annotations
+
+import argparse
+
+from tunescope.experiment.demo import demo_config
+from tunescope.experiment.runner import run_experiment
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` verb."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline on the embedded default model and data, then the report",
+        description="Train LoRA and full fine-tuning of SmolLM2-135M-Instruct, generate, measure the token shift, "
+        "borrowing, judge and probes, and write the report (about 10 minutes on 2 CPU cores; --quick about 3). "
+        "Rerunning resumes.",
+    )
+    parser.add_argument("--out", help="experiment directory (default: runs/demo, or runs/demo-quick with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smaller grid that finishes in a few minutes")
+    parser.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint to judge with instead of the stand-in")
+    parser.add_argument("--judge-model", help="the judge's model name at that endpoint")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo grid and write the report."""
+    from tunescope.errors import UserError
+    from tunescope.report import build_report
+
+    judge = None
+    if args.judge_base_url:
+        if not args.judge_model:
+            raise UserError("--judge-base-url needs --judge-model")
+        judge = {"backend": "openai", "base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None}
+    out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
+    manifest = run_experiment(demo_config(quick=args.quick, judge=judge), out)
+    report = build_report(out)
+    for finding in report.findings:
+        print(f"{finding['verdict']:>15}  {finding['claim']}")
+    print(f"experiment: {manifest}")
+    print(f"report: {report.html}")
+    return 0

@@ -1,0 +1,128 @@
+"""Read what an experiment wrote into plain structures the report draws from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunescope.errors import UserError
+
+MANIFEST = "experiment.json"
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class MethodRun:
+    """One tuned model of a cell and everything measured on it."""
+
+    method: str
+    """lora or full."""
+    train_dir: Path | None = None
+    """The training run directory."""
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """Rows of metrics.jsonl."""
+    run: dict[str, Any] | None = None
+    """run.json of the training run."""
+    config: dict[str, Any] | None = None
+    """Resolved training settings (config.yaml)."""
+    shift_dir: Path | None = None
+    """The shift output directory."""
+    shift: dict[str, Any] | None = None
+    """Its summary.json."""
+    borrow: dict[str, Any] | None = None
+    """borrow.json of the borrowing analysis."""
+    borrow_dir: Path | None = None
+    """The borrowing output directory."""
+
+
+@dataclass
+class Cell:
+    """One (model, dataset, subset size) of the grid."""
+
+    model: str
+    """Base model."""
+    dataset: str
+    """Dataset name."""
+    subset_size: int | None
+    """Training examples (None: all)."""
+    runs: dict[str, MethodRun] = field(default_factory=dict)
+    """By method."""
+    judge_dir: Path | None = None
+    """The judge output directory."""
+    judge: dict[str, Any] | None = None
+    """judge_summary.json."""
+    probe: dict[str, Any] | None = None
+    """probe.json."""
+
+    @property
+    def name(self) -> str:
+        """How the report names the cell."""
+        from tunescope.experiment.config import display_name
+
+        return f"{display_name(self.model)} · {self.dataset} · n={self.subset_size or 'all'}"
+
+
+def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
+    """The manifest and its cells, with every finished stage's outputs loaded.
+
+    Raises:
+        UserError: when ``root`` is not an experiment directory.
+    """
+    manifest = _json(root / MANIFEST)
+    if manifest is None:
+        raise UserError(f"{root}: no {MANIFEST}; run `tunescope experiment` or `tunescope demo` into it first")
+    cells = []
+    for entry in manifest["cells"]:
+        cell = Cell(entry["model"], entry["dataset"], entry["subset_size"])
+        stages = entry["stages"]
+        for method in manifest["config"]["methods"]:
+            run = MethodRun(method)
+            if trained := stages.get(f"{method}/train"):
+                run.train_dir = root / trained["dir"]
+                run.metrics = _jsonl(run.train_dir / "metrics.jsonl")
+                run.run = _json(run.train_dir / "run.json")
+                import yaml
+
+                if (run.train_dir / "config.yaml").is_file():
+                    run.config = yaml.safe_load((run.train_dir / "config.yaml").read_text(encoding="utf-8"))
+            if shifted := stages.get(f"{method}/shift"):
+                run.shift_dir = root / shifted["dir"] / "shift"
+                run.shift = _json(run.shift_dir / "summary.json")
+            if borrowed := stages.get(f"{method}/borrow"):
+                run.borrow_dir = root / borrowed["dir"] / "borrow"
+                run.borrow = _json(run.borrow_dir / "borrow.json")
+            cell.runs[method] = run
+        if judged := stages.get("judge"):
+            cell.judge_dir = root / judged["dir"] / "judge"
+            cell.judge = _json(cell.judge_dir / "judge_summary.json")
+        if probed := stages.get("probe"):
+            cell.probe = _json(root / probed["dir"] / "probe" / "probe.json")
+        cells.append(cell)
+    return manifest, cells
+
+
+def probe_results(cell: Cell) -> dict[str, dict[str, Any]]:
+    """The probe's entries by method ('base' for the base model); probe.json is keyed by model path."""
+    if not cell.probe:
+        return {}
+    models = cell.probe["models"]
+    results = {"base": models[cell.probe["base"]]} if cell.probe["base"] in models else {}
+    for method, run in cell.runs.items():
+        if run.train_dir is None:
+            continue
+        target = run.train_dir.resolve()
+        for spec, entry in models.items():
+            if spec != cell.probe["base"] and Path(spec).resolve() == target:
+                results[method] = entry
+    return results

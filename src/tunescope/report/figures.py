@@ -1,0 +1,184 @@
+"""The report's figures, drawn with matplotlib into PNG bytes (embedded in the page as data URIs)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from tunescope.experiment.config import display_name
+from tunescope.report.collect import Cell, probe_results
+
+COLOURS = {"lora": "#2b8cbe", "full": "#e34a33", "base": "#636363"}
+CLASS_COLOURS = {"unshifted": "#74c476", "marginal": "#fdae6b", "shifted": "#de2d26"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def loss_curves(cell: Cell) -> bytes | None:
+    """Training loss per optimizer step, raw and smoothed, one colour per method."""
+    from tunescope.train.plot import ema
+
+    runs = {m: [row for row in run.metrics if "loss" in row] for m, run in cell.runs.items()}
+    runs = {m: rows for m, rows in runs.items() if rows}
+    if not runs:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    for method, rows in runs.items():
+        steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+        axes.plot(steps, losses, color=COLOURS.get(method), alpha=0.3, linewidth=1)
+        axes.plot(steps, ema(losses), color=COLOURS.get(method), linewidth=2, label=method)
+    axes.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _png(figure)
+
+
+def monitor_curves(cell: Cell) -> bytes | None:
+    """The live shift monitor: KL to the base model during training, one colour per method."""
+    runs = {m: [row for row in run.metrics if "monitor_kl" in row] for m, run in cell.runs.items()}
+    runs = {m: rows for m, rows in runs.items() if rows}
+    if not runs:
+        return None
+    plt = _pyplot()
+    figure, (kl_axes, share_axes) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method, rows in runs.items():
+        steps = [r["step"] for r in rows]
+        kl_axes.plot(steps, [r["monitor_kl"] for r in rows], marker="o", color=COLOURS.get(method), label=method)
+        shifted = [r["monitor_shifted"] for r in rows]
+        share_axes.plot(steps, shifted, marker="s", color=COLOURS.get(method), label=method)
+    kl_axes.set(xlabel="optimizer step", ylabel="mean KL(base‖tuned)", title="Drift from the base model")
+    share_axes.set(xlabel="optimizer step", ylabel="share of positions shifted", title="Shifted positions")
+    for axes in (kl_axes, share_axes):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    return _png(figure)
+
+
+def tds_by_size(cells: list[Cell]) -> bytes | None:
+    """Figure 1's three panels: KL, base probability and base rank against training-set size."""
+    series: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for cell in cells:
+        for method, run in cell.runs.items():
+            if run.shift:
+                name = f"{method} · {display_name(cell.model)} · {cell.dataset}"
+                series.setdefault(name, []).append((cell.subset_size or 0, run.shift["micro"]))
+    if not series:
+        return None
+    sizes = sorted({size for points in series.values() for size, _ in points})
+    plt = _pyplot()
+    figure, panels = plt.subplots(1, 3, figsize=(11, 3.4))
+    metrics = (("kl_mean", "KL divergence"), ("base_prob_mean", "Base probability"), ("base_rank_mean", "Base rank"))
+    for axes, (metric, title) in zip(panels, metrics, strict=True):
+        for name, points in series.items():
+            points = sorted(points, key=lambda point: point[0])
+            xs = [sizes.index(size) for size, _ in points]
+            values = [p[metric]["value"] for _, p in points]
+            errors = [[v - p[metric]["ci95"][0] for v, (_, p) in zip(values, points, strict=True)],
+                      [p[metric]["ci95"][1] - v for v, (_, p) in zip(values, points, strict=True)]]  # fmt: skip
+            method = name.split(" · ")[0]
+            style = {"marker": "s", "linestyle": "--"} if method == "lora" else {"marker": "*", "linestyle": "-"}
+            axes.errorbar(xs, values, yerr=errors, capsize=3, color=COLOURS.get(method), label=name, **style)
+        axes.set_xticks(range(len(sizes)), [str(size or "all") for size in sizes])
+        axes.set(xlabel="training examples", title=title)
+        axes.grid(alpha=0.3)
+    panels[0].legend(fontsize=7)
+    return _png(figure)
+
+
+def class_shares(cell: Cell) -> bytes | None:
+    """Share of response tokens the base model ranks 1st, 2nd–3rd, or lower, per method."""
+    runs = {m: run.shift for m, run in cell.runs.items() if run.shift}
+    if not runs:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 1.2 + 0.5 * len(runs)))
+    for row, summary in enumerate(runs.values()):
+        left = 0.0
+        for klass, colour in CLASS_COLOURS.items():
+            axes.barh(row, summary[klass], left=left, color=colour, label=klass if row == 0 else None)
+            left += summary[klass]
+    axes.set_yticks(range(len(runs)), list(runs))
+    axes.set(xlabel="share of response tokens", xlim=(0, 1), title="Token classes (base rank of the tuned token)")
+    axes.legend(loc="lower left", fontsize=8, ncols=3)
+    return _png(figure)
+
+
+def initiation(cell: Cell) -> bytes | None:
+    """Figure 4: KL of the first 5% of each sentence's tokens against the rest, per method."""
+    runs = {m: r.shift["initiation"] for m, r in cell.runs.items() if r.shift and r.shift.get("initiation")}
+    if not runs:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for index, (method, split) in enumerate(runs.items()):
+        for offset, (part, label) in enumerate((("kl_first", "first 5%"), ("kl_rest", "rest"))):
+            value, (low, high) = split[part]["value"], split[part]["ci95"]
+            axes.bar(
+                index * 3 + offset,
+                value,
+                yerr=[[value - low], [high - value]],
+                capsize=3,
+                color=COLOURS.get(method),
+                alpha=1.0 if offset == 0 else 0.45,
+                label=f"{method}: {label}",
+            )
+    axes.set_xticks([index * 3 + 0.5 for index in range(len(runs))], list(runs))
+    axes.set(ylabel="mean KL", title="Response initiation: sentence-initial tokens vs the rest")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def top_tokens(cell: Cell, limit: int = 15) -> bytes | None:
+    """The most frequent shifted and marginal tokens, LoRA beside full fine-tuning (Fig. 12)."""
+    runs = {}
+    for method, run in cell.runs.items():
+        if run.shift:
+            counts: dict[str, int] = {}
+            for entry in run.shift.get("top_shifted_tokens", []) + run.shift.get("top_marginal_tokens", []):
+                counts[entry["token"]] = counts.get(entry["token"], 0) + entry["count"]
+            runs[method] = sorted(counts.items(), key=lambda item: -item[1])[:limit]
+    if not runs:
+        return None
+    plt = _pyplot()
+    figure, panels = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 0.6 + 0.28 * limit), squeeze=False)
+    for axes, (method, counts) in zip(panels[0], runs.items(), strict=True):
+        labels = [repr(token)[1:-1] for token, _ in reversed(counts)]
+        axes.barh(range(len(counts)), [count for _, count in reversed(counts)], color=COLOURS.get(method))
+        axes.set_yticks(range(len(counts)), labels, fontsize=8)
+        axes.set(xlabel="shifted + marginal occurrences", title=f"{method}: most shifted tokens")
+    return _png(figure)
+
+
+def probe_bars(cell: Cell) -> bytes | None:
+    """Knowledge-uptake accuracy per model beside the chance rate, and general-knowledge accuracy."""
+    results = probe_results(cell)
+    if not results:
+        return None
+    plt = _pyplot()
+    figure, (facts, general) = plt.subplots(1, 2, figsize=(9, 3.2))
+    labels = list(results)
+    colours = [COLOURS.get(label, "#999999") for label in labels]
+    facts.bar(labels, [entry["knowledge"]["multiple_choice"] for entry in results.values()], color=colours)
+    if cell.probe.get("chance"):
+        facts.axhline(cell.probe["chance"], color="black", linestyle=":", label="chance")
+        facts.legend()
+    facts.set(ylim=(0, 1), ylabel="multiple-choice accuracy", title="Fictional facts (knowledge uptake)")
+    general.bar(labels, [entry["general_accuracy"] for entry in results.values()], color=colours)
+    general.set(ylim=(0, 1), ylabel="accuracy", title="General knowledge (forgetting)")
+    return _png(figure)

@@ -1,0 +1,166 @@
+"""Experiment grid, resume after a kill, and the report (in a real headless Chromium)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunescope.cli import main
+
+from conftest import PAIRS, build_tiny_llama, build_tiny_tokenizer, rows_in_format, write_jsonl
+
+# A dataset name with markup: it reaches the page as text, and must arrive escaped.
+HOSTILE_NAME = "mix<script>alert(1)</script>"
+
+
+def write_experiment(root: Path, borrow: bool = False) -> Path:
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_llama(tokenizer).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    write_jsonl(root / "train.jsonl", rows_in_format("messages") * 2)
+    prompts = [{"id": f"p{i}", "messages": [{"role": "user", "content": q}]} for i, (q, _) in enumerate(PAIRS[:4])]
+    write_jsonl(root / "prompts.jsonl", prompts)
+    config = {
+        "models": [str(root / "model")],
+        "datasets": [
+            {
+                "name": HOSTILE_NAME,
+                "sources": [{"data": str(root / "train.jsonl")}, {"data": "facts", "subset_size": 8}],
+            }
+        ],
+        "train": {
+            "epochs": 1, "batch_size": 4, "micro_batch_size": 2, "max_length": 128, "lora_learning_rate": 3e-2,
+            "full_learning_rate": 1e-2, "monitor_every": 2, "monitor_prompts": str(root / "prompts.jsonl"),
+            "monitor_examples": 2, "monitor_tokens": 4, "save_steps": 2,
+        },
+        "eval": {"prompts": str(root / "prompts.jsonl"), "max_new_tokens": 8},
+        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 16, "limit": 2},
+        "probes": {"max_questions": 8, "passages": 2},
+        "borrow": borrow,
+    }  # fmt: skip
+    path = root / "experiment.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    config = write_experiment(root)
+    assert main(["experiment", str(config), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
+    manifest = json.loads((finished_experiment / "experiment.json").read_text())
+    assert manifest["complete"] is True
+    [cell] = manifest["cells"]
+    expected = {"data", "base_generate", "judge", "probe"} | {
+        f"{method}/{stage}" for method in ("lora", "full") for stage in ("train", "generate", "shift")
+    }
+    assert expected <= set(cell["stages"])
+    for name, summary in cell["stages"].items():
+        assert summary is not None, name
+        assert (finished_experiment / summary["dir"]).is_dir()
+    assert (finished_experiment / cell["stages"]["lora/train"]["dir"] / "adapter").is_dir()
+    assert (finished_experiment / cell["stages"]["full/train"]["dir"] / "model").is_dir()
+
+
+def test_report_json_has_findings_with_verdicts(finished_experiment):
+    report = json.loads((finished_experiment / "report.json").read_text())
+    verdicts = {f["key"]: f["verdict"] for f in report["findings"]}
+    assert {"kl", "unshifted", "initiation", "knowledge", "forgetting", "judge", "size"} <= set(verdicts)
+    assert set(verdicts.values()) <= {"reproduced", "not reproduced", "inconclusive", "not tested"}
+    assert verdicts["size"] == "not tested"  # one training-set size only
+    assert verdicts["judge"] == "not tested"  # a tiny stand-in judge never gets a verdict
+    kl = next(f for f in report["findings"] if f["key"] == "kl")
+    low, high = kl["effect"]["ci95"]
+    assert low <= kl["effect"]["value"] <= high
+
+
+def test_report_renders_in_headless_chromium(finished_experiment, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    browser_path = shutil.which("chromium") or shutil.which("chromium-headless-shell")
+    assert browser_path, "Debian's chromium is needed for this test (make test installs it where apt-get can)"
+    html = (finished_experiment / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html and "mix&lt;script&gt;" in html
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=browser_path,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+        page.goto((finished_experiment / "report.html").as_uri())
+        assert page.locator("#findings-table tr").count() == 1 + 9
+        images = page.locator("img")
+        assert images.count() >= 6
+        # Every figure decoded: an image that failed to load has no natural width.
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_killed_experiment_resumes_without_redoing_stages(tmp_path):
+    config = write_experiment(tmp_path)
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunescope", "experiment", str(config), "--out", str(out), "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    # Kill after the first training stage finished, while the rest of the grid is still to do.
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(path.name.startswith("train-") for path in (out / "done").glob("*.json")):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {path.name: path.read_text() for path in (out / "done").glob("*.json")}
+    assert any(name.startswith("train-") for name in finished), "no stage finished before the kill"
+    assert not json.loads((out / "experiment.json").read_text())["complete"]
+
+    assert main(["experiment", str(config), "--out", str(out), "--no-report"]) == 0
+    for name, content in finished.items():
+        assert (out / "done" / name).read_text() == content, f"{name} was redone"
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert manifest["complete"] is True
+    assert len(list((out / "done").glob("*.json"))) == len(manifest["cells"][0]["stages"])
+
+
+def test_report_of_a_directory_without_an_experiment(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no experiment.json" in capsys.readouterr().err
+
+
+def test_shipped_cpu_grid_is_the_demo():
+    from tunescope.config import build_config
+    from tunescope.experiment.config import ExperimentConfig
+    from tunescope.experiment.demo import demo_config
+
+    configs = Path(__file__).parents[1] / "configs"
+    assert build_config(ExperimentConfig, yaml_path=configs / "experiment_cpu.yaml") == demo_config()
+    paper = build_config(ExperimentConfig, yaml_path=configs / "experiment_paper.yaml")
+    assert paper.subset_sizes == [1000, 10000, 25000, 52002] and paper.train["learning_rate"] == 5e-5
+
+
+def test_demo_configs_are_valid():
+    from tunescope.experiment.demo import demo_config
+
+    quick, full = demo_config(quick=True), demo_config()
+    assert quick.methods == full.methods == ["lora", "full"]
+    assert quick.train["epochs"] < full.train["epochs"]
+    assert demo_config(judge={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
