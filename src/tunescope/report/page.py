@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -139,9 +138,10 @@ def _probe_block(cell: Cell) -> dict[str, Any] | None:
 
 
 def _borrow_sections(cell: Cell) -> list[dict[str, str]]:
-    if importlib.util.find_spec("tunescope.borrow.report") is None:
+    try:
+        from tunescope.borrow.report import render_section
+    except ImportError:  # an install without the borrow stage still gets a report
         return []
-    from tunescope.borrow.report import render_section
 
     return [{"method": m, "html": render_section(run.borrow)} for m, run in cell.runs.items() if run.borrow]
 
