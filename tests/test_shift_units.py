@@ -37,6 +37,16 @@ def test_rank_is_one_plus_strictly_larger_logits():
     assert ranks == [1, 4, 1, 3, 5]  # tokens 0 and 2 tie at the top and share rank 1
 
 
+def test_rank_read_off_the_top_k_equals_the_full_count():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(-4, 5, (200, 40), generator=generator).float()  # many ties, at the k-th place too
+    tokens = torch.randint(0, 40, (200,), generator=generator)
+    top = logits.topk(5, dim=-1).values
+    assert (tokens_outside := (logits.gather(-1, tokens[:, None]).squeeze(-1) < top[:, -1]).sum()) > 0
+    assert tokens_outside < 200  # both paths are exercised
+    assert torch.equal(rank_of(logits, tokens, top), rank_of(logits, tokens))
+
+
 def test_classes_follow_the_thresholds():
     ranks = torch.tensor([1, 2, 3, 4, 100])
     assert classify(ranks).tolist() == [0, 1, 1, 2, 2]

@@ -42,15 +42,28 @@ def entropy(logp: Tensor) -> Tensor:
     return -torch.linalg.vecdot(logp.exp(), logp)
 
 
-def rank_of(logits: Tensor, token_ids: Tensor) -> Tensor:
+def rank_of(logits: Tensor, token_ids: Tensor, top_logits: Tensor | None = None) -> Tensor:
     """1-indexed rank of each token under ``logits``: 1 + #{v : logit(v) > logit(token)}.
 
     Ties rank together at the best place: a token tied with the maximum has rank 1. Exact and
     uncapped, unlike ranks read off a stored top-k list.
+
+    Args:
+        logits: [positions, vocab].
+        token_ids: [positions] the token to rank at each position.
+        top_logits: Optional [positions, k] each row's k largest logits. A token at least as likely
+            as the k-th is ranked from these alone (every larger logit is among them), which spares
+            a pass over the vocabulary for almost every response token; the rest are counted in full.
     """
     token_logits = logits.gather(-1, token_ids.unsqueeze(-1))
-    # Counting in int32 is several times faster than the default int64 and exact for any vocabulary.
-    return 1 + (logits > token_logits).sum(dim=-1, dtype=torch.int32).long()
+    if top_logits is None:
+        # Counting in int32 is several times faster than the default int64 and exact for any vocabulary.
+        return 1 + (logits > token_logits).sum(dim=-1, dtype=torch.int32).long()
+    ranks = 1 + (top_logits > token_logits).sum(dim=-1, dtype=torch.int32).long()
+    outside = (token_logits.squeeze(-1) < top_logits[:, -1]).nonzero().squeeze(-1)
+    if outside.numel():
+        ranks[outside] = rank_of(logits[outside], token_ids[outside])
+    return ranks
 
 
 def token_log_prob(logp: Tensor, token_ids: Tensor) -> Tensor:
@@ -106,23 +119,25 @@ def compare_distributions(base_logits: Tensor, tuned_logits: Tensor, fed: Tensor
     base_p, tuned_p = base_logp.exp(), tuned_logp.exp()
     log_ratio = base_logp - tuned_logp  # log(p_base / p_tuned)
     tuned_top1 = tuned_logits.argmax(dim=-1)
-    base_top = base_logp.topk(top_k, dim=-1)
-    tuned_top = tuned_logp.topk(top_k, dim=-1)
+    # Top-k of the logits themselves (not of the rounded log-probabilities), so that the ranks read off
+    # them agree with counting over the logits.
+    base_top = base_logits.topk(top_k, dim=-1)
+    tuned_top = tuned_logits.topk(top_k, dim=-1)
     return PositionMetrics(
         kl=torch.linalg.vecdot(base_p, log_ratio),
         kl_reverse=-torch.linalg.vecdot(tuned_p, log_ratio),
         base_prob=token_log_prob(base_logp, fed).exp(),
         tuned_prob=token_log_prob(tuned_logp, fed).exp(),
-        base_rank=rank_of(base_logits, fed),
-        tuned_rank=rank_of(tuned_logits, fed),
+        base_rank=rank_of(base_logits, fed, base_top.values),
+        tuned_rank=rank_of(tuned_logits, fed, tuned_top.values),
         tuned_top1=tuned_top1,
-        base_rank_of_tuned_top1=rank_of(base_logits, tuned_top1),
+        base_rank_of_tuned_top1=rank_of(base_logits, tuned_top1, base_top.values),
         base_entropy=-torch.linalg.vecdot(base_p, base_logp),
         tuned_entropy=-torch.linalg.vecdot(tuned_p, tuned_logp),
         base_top_ids=base_top.indices,
-        base_top_probs=base_top.values.exp(),
+        base_top_probs=base_p.gather(-1, base_top.indices),
         tuned_top_ids=tuned_top.indices,
-        tuned_top_probs=tuned_top.values.exp(),
+        tuned_top_probs=tuned_p.gather(-1, tuned_top.indices),
     )
 
 
