@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup system demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,17 +24,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt
 setup: $(STAMP)
 	$(BIN)/tunescope assets prepare
 
-# The report's browser test drives Debian's Chromium; install it where apt-get can (CI, root).
-browser:
-	@command -v chromium >/dev/null || command -v chromium-headless-shell >/dev/null || \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: install Debian's chromium for the report's browser test (apt-get install chromium)"; fi
+# System packages some tests use, installed where apt-get can (CI, root): Debian's Chromium drives the
+# report's browser test; Open MPI lets `accelerate launch --cpu --num_processes 2` start two processes
+# (without it the multi-process tests use accelerate's torchrun path).
+SYSTEM_PACKAGES := $(if $(shell command -v chromium || command -v chromium-headless-shell),,chromium) \
+                   $(if $(shell command -v mpirun),,openmpi-bin)
+
+system:
+	@if [ -z "$(strip $(SYSTEM_PACKAGES))" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	else echo "note: some tests use Debian packages that are missing here: apt-get install$(SYSTEM_PACKAGES)"; fi
 
 demo: setup
 	$(BIN)/tunescope demo
 
-test: setup browser
+test: setup system
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

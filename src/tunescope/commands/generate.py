@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tunescope.config import add_config_arguments, build_config
+from tunescope.distributed import end_processes, is_main_process
 from tunescope.generate import GenerateConfig, generate
 
 
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in GenerateConfig.model_fields if hasattr(args, name)}
     config = build_config(GenerateConfig, yaml_path=args.config, overrides=overrides)
-    with tqdm(unit="response", desc="generate", disable=not sys.stderr.isatty(), leave=False) as bar:
+    main = is_main_process()  # under `accelerate launch`, one process reports for all
+    with tqdm(unit="response", desc="generate", disable=not (main and sys.stderr.isatty()), leave=False) as bar:
         result = generate(config, overwrite=args.overwrite, progress=bar.update)
-    print(f"responses: {result.path} ({result.n_new} generated, {result.n_existing} already there)")
+    if main:
+        processes = f", {result.processes} processes" if result.processes > 1 else ""
+        print(f"responses: {result.path} ({result.n_new} generated, {result.n_existing} already there{processes})")
+    end_processes()
     return 0

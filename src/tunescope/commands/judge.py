@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from tunescope.config import add_config_arguments, build_config
-from tunescope.judge import JudgeConfig, judge
+from tunescope.distributed import end_processes, is_main_process
+from tunescope.judge import JudgeConfig, JudgeResult, judge
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in JudgeConfig.model_fields if hasattr(args, name)}
     config = build_config(JudgeConfig, yaml_path=args.config, overrides=overrides)
     result = judge(config, overwrite=args.overwrite)
+    if is_main_process():  # under `accelerate launch`, one process reports for all
+        _report(result)
+    end_processes()
+    return 0
+
+
+def _report(result: JudgeResult) -> None:
+    """Print the summary and where the outputs are."""
     print(format_summary(result.summary))
     print(f"judgements: {result.judgements}")
     print(f"summary: {result.summary_path}")
@@ -76,4 +85,3 @@ def run(args: argparse.Namespace) -> int:
     errors = result.summary["calls"]["request_errors"]
     if errors:
         print(f"{errors} requests got no reply; rerun the same command to retry them")
-    return 0

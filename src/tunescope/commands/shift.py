@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from tunescope.config import add_config_arguments, build_config
-from tunescope.shift import ShiftConfig, compute_shift
+from tunescope.distributed import end_processes, is_main_process
+from tunescope.shift import ShiftConfig, ShiftResult, compute_shift
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,12 +31,24 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in ShiftConfig.model_fields if hasattr(args, name)}
     config = build_config(ShiftConfig, yaml_path=args.config, overrides=overrides)
-    with tqdm(unit="tok", desc="shift", disable=not sys.stderr.isatty(), leave=False) as bar:
+    main = is_main_process()  # under `accelerate launch`, one process reports for all
+    with tqdm(unit="tok", desc="shift", disable=not (main and sys.stderr.isatty()), leave=False) as bar:
         result = compute_shift(config, overwrite=args.overwrite, progress=bar.update)
+    if main:
+        _report(result)
+    end_processes()
+    return 0
+
+
+def _report(result: ShiftResult) -> None:
+    """Print the headline numbers and where the outputs are."""
     summary = result.summary
+    speed = summary["throughput"]
+    processes = f" on {speed['processes']} processes" if speed.get("processes", 1) > 1 else ""
+    rate = f"{speed['tokens_per_s']} tokens/s{processes}" if speed["tokens_per_s"] else "all scored before"
     print(
         f"mode {summary['mode']}: {summary['n_examples']} responses, {summary['n_tokens']} tokens "
-        f"({summary['models']['pairing']}, {summary['throughput']['tokens_per_s']} tokens/s)"
+        f"({summary['models']['pairing']}, {rate})"
     )
     print(
         f"unshifted {summary['unshifted']:.1%}  marginal {summary['marginal']:.1%}  shifted {summary['shifted']:.1%}  "
@@ -45,4 +58,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {result.out / 'summary.json'}")
     print(f"tokens: {result.tokens}")
     print(f"viewer: {result.viewer}")
-    return 0

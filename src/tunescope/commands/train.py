@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tunescope.config import add_config_arguments, build_config
+from tunescope.distributed import end_processes, is_main_process
 from tunescope.rundir import saved_config
 from tunescope.train import TrainConfig, dry_run, train
 
@@ -34,10 +35,14 @@ def run(args: argparse.Namespace) -> int:
         base = saved_config(Path(overrides["out"]).expanduser())
     config = build_config(TrainConfig, yaml_path=args.config, overrides=overrides, base=base)
     if args.dry_run:
-        print(dry_run(config))
+        if is_main_process():
+            print(dry_run(config))
+        end_processes()
         return 0
     result = train(config, resume=args.resume, overwrite=args.overwrite)
-    print(f"{result.artifact.name}: {result.artifact}")
-    print(f"metrics: {result.metrics}")
-    print(f"loss plot: {result.loss_plot}")
+    if is_main_process():  # under `accelerate launch`, one process reports for all
+        print(f"{result.artifact.name}: {result.artifact}")
+        print(f"metrics: {result.metrics}")
+        print(f"loss plot: {result.loss_plot}")
+    end_processes()
     return 0

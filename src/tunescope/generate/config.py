@@ -12,6 +12,7 @@ from tunescope.data.formats import DataFormat
 from tunescope.models import ModelSettings
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Backend = Literal["hf", "vllm"]
 
 
 class PromptSettings(Config):
@@ -65,6 +66,11 @@ class GenerateConfig(PromptSettings, ModelSettings):
     merge_adapter: bool = True
     """Merge a LoRA adapter into the weights before decoding: the same model, several times faster; only
     rounding differs (recorded)."""
+    backend: Backend = "hf"
+    """hf: transformers' generate, anywhere; vllm: vLLM's engine, much faster on GPUs (needs vLLM installed;
+    one process, --batch-size prompts submitted at a time, so set it high, e.g. 256)."""
+    vllm_tensor_parallel_size: int = Field(default=1, gt=0)
+    """GPUs vLLM splits the model over (backend vllm only)."""
 
     def decoding(self, precision: str) -> dict[str, Any]:
         """The settings that decide the output, as recorded with every response."""
@@ -77,4 +83,6 @@ class GenerateConfig(PromptSettings, ModelSettings):
         }
         if self.do_sample:
             settings |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+        if self.backend != "hf":  # recorded only when not the default, so older files still resume
+            settings["backend"] = self.backend
         return settings

@@ -12,13 +12,26 @@ Everything is checked before the output directory is touched, so bad input leave
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunescope.config import config_to_dict
+from tunescope.distributed import (
+    busy_part_files,
+    gather_counts,
+    model_device,
+    part_file,
+    process_state,
+    require_visible,
+    shard,
+)
 from tunescope.errors import UserError
 from tunescope.files import write_json, write_jsonl
 from tunescope.judge import aggregate, plots
@@ -28,12 +41,13 @@ from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
 from tunescope.judge.responses import Response, ResponseSet, read_response_sets
-from tunescope.judge.runner import JudgeTask, RunStats, run_tasks
+from tunescope.judge.runner import JudgeTask, RunStats, is_done, read_judgements, run_tasks
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
 JUDGEMENTS_FILE = "judgements.jsonl"
 SUMMARY_FILE = "judge_summary.json"
 JUSTEVAL_EXPORT_FILE = "judgements.justeval.json"
+PARTS_DIR = "judgements.parts"
 SUMMARY_SCHEMA = "tunescope.judge_summary/1"
 
 
@@ -68,8 +82,8 @@ def stand_in_note(judge: dict[str, Any]) -> str:
 # Building blocks
 
 
-def build_backend(config: JudgeConfig) -> Backend:
-    """The judge backend the settings name."""
+def build_backend(config: JudgeConfig, *, device: str | None = None) -> Backend:
+    """The judge backend the settings name (``device``: where a local judge goes unless the settings say)."""
     if config.backend == "openai":
         assert config.base_url and config.judge_model  # checked by JudgeConfig
         return OpenAICompatibleBackend(
@@ -88,7 +102,7 @@ def build_backend(config: JudgeConfig) -> Backend:
         config.resolved_judge_model,
         temperature=config.temperature,
         max_tokens=config.max_tokens,
-        device=config.device,
+        device=config.device or device,
         json_prefix=config.json_mode != "none",
     )
 
@@ -236,8 +250,12 @@ def draw_plots(summary: dict[str, Any], out: Path) -> list[Path]:
 # The whole run
 
 
-def _claim_output(config: JudgeConfig, overwrite: bool) -> Path:
-    """Check ``config.out`` may receive this run; start it unless it resumes one with the same settings."""
+def _claim_output(config: JudgeConfig, overwrite: bool, state: Any = None) -> Path:
+    """Check ``config.out`` may receive this run; start it unless it resumes one with the same settings.
+
+    Every process checks; only the main one writes, after all have checked.
+    """
+    state = state or process_state()
     out = Path(config.out).expanduser()
     settings = config_to_dict(config)
     previous = saved_config(out) if out.is_dir() else None
@@ -248,68 +266,152 @@ def _claim_output(config: JudgeConfig, overwrite: bool) -> Path:
             "pass --overwrite to replace it, or choose another --out"
         )
     check_run_dir(out, settings, resume=resume, overwrite=overwrite, may_change_on_resume=RUNTIME_SETTINGS)
-    if not resume:
+    state.wait_for_everyone()
+    if not resume and state.is_main_process:
         start_run_dir(out, settings)
+    state.wait_for_everyone()
     return out
 
 
-def _progress_bar(total: int) -> Any:
+# ------------------------------------------------------------------------------------------
+# Several processes: each judges a share into a part log, which the main process joins
+
+
+def _join_judgement_parts(log_path: Path, parts: Path, tasks: list[JudgeTask]) -> None:
+    """Append the part logs' records to the judgements log, in task order, then remove them.
+
+    Appending again after a crash is harmless: the log's latest record per task is the one read.
+    """
+    if not parts.is_dir():
+        return
+    found: dict[str, dict[str, Any]] = {}
+    for part in sorted(parts.glob("rank-*.jsonl")):
+        found |= read_judgements(part)
+    rank = {task.key: index for index, task in enumerate(tasks)}
+    ordered = sorted(found.values(), key=lambda record: rank.get(record["key"], len(rank)))
+    if ordered:
+        read_judgements(log_path)  # cuts a torn last line, so that the first record starts a line
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in ordered))
+            log.flush()
+            os.fsync(log.fileno())
+    shutil.rmtree(parts)
+
+
+def _run_sharded(
+    state: Any, tasks: list[JudgeTask], out: Path, run: Callable[[list[JudgeTask], Path], RunStats]
+) -> tuple[RunStats, list[dict[str, Any]]] | None:
+    """Judge the tasks still open, each process a contiguous share; the main process gets stats and records."""
+    log_path, parts = out / JUDGEMENTS_FILE, out / PARTS_DIR
+    if state.is_main_process:
+        _join_judgement_parts(log_path, parts, tasks)  # what a crashed run left
+    state.wait_for_everyone()
+    existing = read_judgements(log_path)
+    state.wait_for_everyone()  # everyone has read the log before anything is added
+    pending = [task for task in tasks if not is_done(existing.get(task.key), task)]
+    parts.mkdir(exist_ok=True)
+    stats = run(shard(state, pending), part_file(parts, state))
+    counts = gather_counts(
+        state, {"cache_hits": stats.cache_hits, "sent": stats.sent, "request_errors": stats.request_errors}
+    )
+    if not state.is_main_process:
+        return None
+    require_visible(busy_part_files(parts, state, len(pending)))
+    _join_judgement_parts(log_path, parts, tasks)
+    latest = read_judgements(log_path)
+    records = [latest[task.key] for task in tasks]
+    total = RunStats(records={task.key: latest[task.key] for task in tasks}, resumed=len(tasks) - len(pending))
+    total.cache_hits, total.sent, total.request_errors = counts["cache_hits"], counts["sent"], counts["request_errors"]
+    return total, records
+
+
+def _progress_bar(total: int, enabled: bool = True) -> Any:
     from tqdm.auto import tqdm
 
     # Only on a terminal: logs and pipes get the summary lines, not carriage returns.
-    return tqdm(total=total, unit="judgement", disable=not sys.stderr.isatty(), file=sys.stderr)
+    return tqdm(total=total, unit="judgement", disable=not (enabled and sys.stderr.isatty()), file=sys.stderr)
+
+
+def _written_result(out: Path) -> JudgeResult:
+    """The result of a run another process finished, read back from its files."""
+    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    plots = [out / name for name in summary.get("files", {}).get("plots", [])]
+    return JudgeResult(out, out / JUDGEMENTS_FILE, out / SUMMARY_FILE, summary, plots)
 
 
 def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
     """Judge the answers the settings name (or import a just-eval file) and write everything to ``out``.
 
     Rerunning into the same directory resumes: finished judgements are kept, cached replies are
-    reused, and only what is missing is sent.
+    reused, and only what is missing is sent. Under ``accelerate launch`` each process judges a
+    contiguous share of what is missing (a local judge on its own GPU; an endpoint gets each
+    process's ``concurrency`` requests at once) into a part log, and the main process appends the
+    parts to ``judgements.jsonl`` in task order and writes the summary; a rerun after a crash
+    skips whatever any process finished.
 
     Raises:
         UserError: for bad input or an output directory that holds something else.
         JudgeBackendError: when the judge refuses every request or stops answering.
     """
+    state = process_state()
     if config.import_justeval:
         records = import_justeval(config.import_justeval)
-        out = _claim_output(config, overwrite)
+        out = _claim_output(config, overwrite, state)
+        if not state.is_main_process:
+            state.wait_for_everyone()
+            return _written_result(out)
         write_jsonl(out / JUDGEMENTS_FILE, records)
         judge_info = {**records[0]["judge"], "stand_in": bool(config.stand_in)}
-        return _finish(config, out, records, judge_info, responses={}, stats=None)
+        result = _finish(config, out, records, judge_info, responses={}, stats=None)
+        state.wait_for_everyone()
+        return result
 
     response_sets = read_response_sets(config.responses, config.labels)
     if config.limit:
         response_sets = [
             ResponseSet(s.label, s.path, s.fingerprint, s.responses[: config.limit]) for s in response_sets
         ]
-    backend = build_backend(config)
+    backend = build_backend(config, device=model_device(state))
     judge_info = judge_description(backend, config.stand_in)
-    if judge_info["stand_in"]:
+    if judge_info["stand_in"] and state.is_main_process:
         warnings.warn(stand_in_note(judge_info), stacklevel=2)
     tasks = build_tasks(config.mode, response_sets, backend)
     cache = ReplyCache(config.cache_dir) if config.cache else None
-    out = _claim_output(config, overwrite)
+    out = _claim_output(config, overwrite, state)
     prompts = {config.mode: TEMPLATES[config.mode].describe()}
-    bar = _progress_bar(len(tasks))
-    try:
-        stats = run_tasks(
-            tasks,
+    bar = _progress_bar(len(tasks), enabled=state.is_main_process)
+
+    def run(some: list[JudgeTask], log_path: Path) -> RunStats:
+        return run_tasks(
+            some,
             backend,
-            out / JUDGEMENTS_FILE,
+            log_path,
             judge=judge_info,
             prompts=prompts,
             cache=cache,
             concurrency=config.concurrency,
             progress=bar.update,
         )
+
+    try:
+        if state.num_processes == 1 and not (out / PARTS_DIR).is_dir():
+            stats = run(tasks, out / JUDGEMENTS_FILE)
+            records = [stats.records[task.key] for task in tasks]
+        else:
+            joined = _run_sharded(state, tasks, out, run)
+            stats, records = joined if joined is not None else (None, [])
     finally:
         bar.close()
         backend.close()
         if cache is not None:
             cache.close()
-    records = [stats.records[task.key] for task in tasks]
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return _written_result(out)
     responses = {(s.label, r.id): r for s in response_sets for r in s.responses}
-    return _finish(config, out, records, judge_info, responses=responses, stats=stats)
+    result = _finish(config, out, records, judge_info, responses=responses, stats=stats)
+    state.wait_for_everyone()
+    return result
 
 
 def _finish(

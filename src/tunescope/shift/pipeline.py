@@ -9,6 +9,7 @@ files one response at a time.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunescope.config import config_to_dict
+from tunescope.distributed import model_device, process_state, require_visible, shard
 from tunescope.errors import UserError
-from tunescope.files import atomic_path, write_json, write_yaml
+from tunescope.files import atomic_path, write_json, write_jsonl, write_yaml
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
-from tunescope.shift.config import ShiftConfig
+from tunescope.shift.config import ShiftConfig, ShiftReportSettings
 from tunescope.shift.engine import ScoringSettings, score_batch
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
 from tunescope.shift.inputs import ResponseRecord, ShiftInput, build_inputs, read_responses
@@ -37,6 +40,7 @@ TOKENS_FILE = "tokens.parquet"
 SUMMARY_FILE = "summary.json"
 EXAMPLES_FILE = "examples.jsonl"
 VIEWER_FILE = "viewer.html"
+PARTS_KEY_FILE = "parts.json"
 VIEW_COLUMNS = [
     "example_index", "token_id", "token", "char_start", "char_end", "klass", "kl", "kl_reverse", "base_rank",
     "base_prob", "tuned_prob", "base_entropy", "tuned_entropy", "base_top_ids", "base_top_probs", "tuned_top_ids",
@@ -138,35 +142,98 @@ def _token_columns(x: ShiftInput, pair: ModelPair, texts: TokenTexts, fraction: 
     }
 
 
-def _score_all(
-    pair: ModelPair,
-    inputs: list[ShiftInput],
-    config: ShiftConfig,
-    directory: Path,
-    progress: Callable[[int], None] | None,
-) -> float:
-    """Score every response into tokens.parquet and examples.jsonl; returns the seconds it took."""
-    settings = scoring_settings(config)
-    texts = (TokenTexts(pair.base_tokenizer), TokenTexts(pair.tuned_tokenizer))
-    # Longest first: batches of similar length waste little on padding, and running out of memory
-    # happens at the start rather than after an hour.
+# ------------------------------------------------------------------------------------------
+# Scoring in batches, each kept as a part file until the run is joined
+
+
+def parts_dir(out: Path) -> Path:
+    """Where scored batches wait until the run is joined into ``out`` (they survive a crash, for the rerun)."""
+    return out.with_name(out.name + ".parts")
+
+
+def scoring_batches(inputs: list[ShiftInput], batch_size: int) -> list[list[ShiftInput]]:
+    """The batches in scoring order, which is also the order of tokens.parquet.
+
+    Longest first: batches of similar length waste little on padding, and running out of memory
+    happens at the start rather than after an hour.
+    """
     order = sorted(inputs, key=lambda x: -(max(len(x.tuned_prompt_ids), len(x.base_prompt_ids)) + len(x.response_ids)))
+    return [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+
+
+def _files_fingerprint(description: dict[str, Any]) -> list[Any]:
+    """Names, sizes and modification times of a model's weight files (and its base's), or its hub id."""
+    location = Path(description["location"])
+    files = sorted(location.glob("*.safetensors")) if location.is_dir() else []
+    own = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files] or [description["location"]]
+    return [own, *([_files_fingerprint(description["base"])] if "base" in description else [])]
+
+
+def _parts_key(config: ShiftConfig, pair: ModelPair) -> dict[str, Any]:
+    """What the scored batches depend on: a leftover batch is reused only when all of it is unchanged."""
+    from tunescope.files import sha256_file
+
+    report_only = set(ShiftReportSettings.model_fields) - {"initiation_fraction"}
+    return {
+        "settings": {k: v for k, v in config_to_dict(config).items() if k != "out" and k not in report_only},
+        "responses_sha256": sha256_file(Path(config.responses).expanduser()),
+        "weights": {side: _files_fingerprint(pair.description[side]) for side in ("base", "tuned")},
+    }
+
+
+def _prepare_parts(parts: Path, key: dict[str, Any]) -> None:
+    """Keep the batches of an interrupted run with the same key; start afresh otherwise."""
+    key_file = parts / PARTS_KEY_FILE
+    if parts.is_dir():
+        try:
+            same = json.loads(key_file.read_text(encoding="utf-8")) == key
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return
+        warnings.warn(f"{parts}: scored batches of a run with other inputs or settings; starting again", stacklevel=3)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    write_json(key_file, key)
+
+
+def _batch_path(parts: Path, index: int, suffix: str) -> Path:
+    return parts / f"batch-{index:06d}{suffix}"
+
+
+def _score_to_part(
+    pair: ModelPair,
+    batch: list[ShiftInput],
+    config: ShiftConfig,
+    parts: Path,
+    index: int,
+    texts: tuple[TokenTexts, TokenTexts],
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Score one batch into its part files: the examples' records, then its rows (whose presence marks it done)."""
+    tables, examples = [], []
+    for x, metrics in zip(batch, score_batch(pair, batch, scoring_settings(config), texts=texts, on_chunk=progress),
+                          strict=True):  # fmt: skip
+        text, columns = _token_columns(x, pair, texts[1], config.initiation_fraction)
+        tables.append(response_table({**metrics, **columns}))
+        examples.append(_example_record(x, text, pair))
+    write_jsonl(_batch_path(parts, index, ".jsonl"), examples)
+    with atomic_path(_batch_path(parts, index, ".parquet")) as tmp:
+        pq.write_table(pa.concat_tables(tables), str(tmp))
+
+
+def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, pair: ModelPair, directory: Path) -> None:
+    """tokens.parquet (one row group per batch) and examples.jsonl from the batches, in batch order."""
+    tables = [_batch_path(parts, index, ".parquet") for index in range(n_batches)]
+    require_visible(tables)
     writer = TokenTableWriter(
         directory / TOKENS_FILE, config.mode, {"settings": config_to_dict(config), "models": pair.description}
     )
-    started = time.perf_counter()
     with (directory / EXAMPLES_FILE).open("w", encoding="utf-8") as examples_file:
-        for first in range(0, len(order), config.batch_size):
-            batch = order[first : first + config.batch_size]
-            tables = []
-            scored = score_batch(pair, batch, settings, texts=texts, on_chunk=progress)
-            for x, metrics in zip(batch, scored, strict=True):
-                text, columns = _token_columns(x, pair, texts[1], config.initiation_fraction)
-                tables.append(response_table({**metrics, **columns}))
-                examples_file.write(json.dumps(_example_record(x, text, pair), ensure_ascii=False) + "\n")
-            writer.write(tables)
+        for index, table in enumerate(tables):
+            writer.write([pq.read_table(str(table))])
+            examples_file.write(_batch_path(parts, index, ".jsonl").read_text(encoding="utf-8"))
     writer.close()
-    return time.perf_counter() - started
 
 
 def _example_rows(tokens_path: Path) -> Iterator[dict[str, np.ndarray]]:
@@ -220,23 +287,30 @@ def compute_shift(
 ) -> ShiftResult:
     """Measure, token by token, how the tuned model's distribution differs from the base model's.
 
+    Each batch of responses is scored into a part file beside ``config.out`` (``<out>.parts``), so
+    a rerun after a crash scores only the batches still missing. Under ``accelerate launch`` the
+    processes share the missing batches (whole batches, so every number is computed beside the same
+    padding as in one process); the main process then joins them, in the one-process order, into
+    ``config.out`` and removes the parts.
+
     Args:
         config: Validated settings.
         overwrite: Replace a shift run already in ``config.out``.
         pair: Models already loaded with :func:`tunescope.shift.pair.load_pair` (else loaded here).
-        progress: Called with the number of positions scored, chunk by chunk.
+        progress: Called with the number of positions scored by this process, chunk by chunk.
 
     Raises:
         UserError: for bad input, reported before any model is loaded where possible.
     """
+    state = process_state()
     out = Path(config.out).expanduser()
     resolved = config_to_dict(config)
     check_run_dir(out, resolved, resume=False, overwrite=overwrite)
     records = read_responses(config.responses)
     if pair is None:
         pair = load_pair(
-            config.base, config.tuned, precision=config.precision,
-            share_base_weights=config.share_base_weights, trust_remote_code=config.trust_remote_code,
+            config.base, config.tuned, precision=config.precision, share_base_weights=config.share_base_weights,
+            trust_remote_code=config.trust_remote_code, device=model_device(state),
         )  # fmt: skip
     inputs = build_inputs(
         records, pair.tuned_tokenizer, pair.base_tokenizer, vocab_size=pair.vocab_size,
@@ -245,32 +319,58 @@ def compute_shift(
     if not inputs:
         raise UserError(f"{config.responses}: every response is empty; nothing to score")
 
-    with atomic_path(out) as directory:
-        directory.mkdir()
-        write_yaml(directory / CONFIG_FILE, resolved)
-        seconds = _score_all(pair, inputs, config, directory, progress)
-        summary = summarize_table(
-            str(directory / TOKENS_FILE), relative_buckets=config.relative_buckets, max_position=config.max_position,
-            top_tokens=config.top_tokens, bootstrap_samples=config.bootstrap_samples, seed=config.seed,
-        )  # fmt: skip
-        summary |= {
-            "definitions": definitions(config),
-            "models": pair.description,
-            "responses": _responses_description(config, records, inputs),
-            "throughput": {"seconds": round(seconds, 3), "tokens_per_s": round(summary["n_tokens"] / seconds, 1)},
-            "settings": resolved,
-        }
-        write_json(directory / SUMMARY_FILE, summary)
-        shown = min(summary["n_examples"], config.viewer_max_examples or summary["n_examples"])
-        decode = TokenTexts(pair.tuned_tokenizer)
-        render_viewer(directory / VIEWER_FILE, summary=summary, examples=_views(directory, decode, shown), shown=shown)
-        write_json(directory / DONE_FILE, {"status": "complete", "command": "shift", "mode": config.mode})
+    batches, parts = scoring_batches(inputs, config.batch_size), parts_dir(out)
+    if state.is_main_process:
+        _prepare_parts(parts, _parts_key(config, pair))
+    state.wait_for_everyone()
+    todo = [index for index in range(len(batches)) if not _batch_path(parts, index, ".parquet").is_file()]
+    state.wait_for_everyone()  # everyone has listed the missing batches before any is written
+    texts = (TokenTexts(pair.base_tokenizer), TokenTexts(pair.tuned_tokenizer))
+    started = time.perf_counter()
+    for index in shard(state, todo):
+        _score_to_part(pair, batches[index], config, parts, index, texts, progress)
+    state.wait_for_everyone()
+    seconds = time.perf_counter() - started
+    scored_now = sum(len(x.response_ids) for index in todo for x in batches[index])
 
-    agreement = summary["micro"]["tuned_top1_agreement"]["value"]
-    if agreement is not None and agreement < 0.99:
-        warnings.warn(
-            f"only {agreement:.1%} of response tokens are the tuned model's top choice: the responses are not "
-            "greedy outputs of this tuned model at this precision (sampling, a repetition penalty, or another model?)",
-            stacklevel=2,
-        )
+    if state.is_main_process:
+        with atomic_path(out) as directory:
+            directory.mkdir()
+            write_yaml(directory / CONFIG_FILE, resolved)
+            _join_parts(parts, len(batches), config, pair, directory)
+            summary = summarize_table(
+                str(directory / TOKENS_FILE), relative_buckets=config.relative_buckets,
+                max_position=config.max_position, top_tokens=config.top_tokens,
+                bootstrap_samples=config.bootstrap_samples, seed=config.seed,
+            )  # fmt: skip
+            summary |= {
+                "definitions": definitions(config),
+                "models": pair.description,
+                "responses": _responses_description(config, records, inputs),
+                "throughput": {
+                    "seconds": round(seconds, 3),
+                    "tokens_per_s": round(scored_now / seconds, 1) if scored_now and seconds > 0 else None,
+                    "tokens_scored": scored_now,
+                    "processes": state.num_processes,
+                },
+                "settings": resolved,
+            }
+            write_json(directory / SUMMARY_FILE, summary)
+            shown = min(summary["n_examples"], config.viewer_max_examples or summary["n_examples"])
+            decode = TokenTexts(pair.tuned_tokenizer)
+            render_viewer(
+                directory / VIEWER_FILE, summary=summary, examples=_views(directory, decode, shown), shown=shown
+            )
+            write_json(directory / DONE_FILE, {"status": "complete", "command": "shift", "mode": config.mode})
+        shutil.rmtree(parts)
+        agreement = summary["micro"]["tuned_top1_agreement"]["value"]
+        if agreement is not None and agreement < 0.99:
+            warnings.warn(
+                f"only {agreement:.1%} of response tokens are the tuned model's top choice: the responses are not "
+                "greedy outputs of this tuned model at this precision (sampling, a repetition penalty, or another "
+                "model?)",
+                stacklevel=2,
+            )
+    state.wait_for_everyone()
+    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     return ShiftResult(out, out / TOKENS_FILE, out / EXAMPLES_FILE, out / VIEWER_FILE, summary)

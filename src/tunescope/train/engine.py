@@ -8,6 +8,7 @@ under a temporary name and rename it -> plot the loss -> write ``run.json`` last
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 from tunescope.config import config_to_dict
 from tunescope.data import IGNORE_INDEX, LoadedData, TokenizedExample, load_examples, tokenize_examples
 from tunescope.data.templates import apply_template_choice
+from tunescope.distributed import broadcast, process_state
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.models import ModelSource, load_model, load_tokenizer, resolve_model
@@ -171,6 +173,44 @@ def _gradient_accumulation(config: TrainConfig) -> int:
     return config.batch_size // per_step
 
 
+def parameter_sharding() -> str | None:
+    """The launcher's parameter sharding (FSDP or DeepSpeed ZeRO-3) for this run, if any.
+
+    ``accelerate launch`` announces its engine through environment variables; a DeepSpeed JSON file
+    may set the ZeRO stage instead.
+    """
+    import json
+
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    if not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        return None
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if config_file and config_file != "none" and Path(config_file).is_file():
+        stage = str(json.loads(Path(config_file).read_text(encoding="utf-8")).get("zero_optimization", {}).get("stage"))
+    return "DeepSpeed ZeRO-3" if stage == "3" else None
+
+
+def _check_monitor_supported(config: TrainConfig) -> None:
+    """Refuse the live shift monitor where the parameters are sharded across processes.
+
+    The monitor runs forward passes on the main process alone; with FSDP or ZeRO-3 every forward
+    pass gathers parameters from all processes, so the main process would wait for ever.
+
+    Raises:
+        UserError: naming the engine and what to do instead.
+    """
+    if config.monitor_every and (sharding := parameter_sharding()):
+        raise UserError(
+            f"--monitor-every: the live shift monitor needs the whole model on one process, but {sharding} "
+            "shards it across processes; train without the monitor (--monitor-every 0) and run `tunescope "
+            "shift` on the result, or use DDP / ZeRO-2"
+        )
+
+
 def _peft_config(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
@@ -185,11 +225,16 @@ def _peft_config(config: TrainConfig) -> Any:
     )
 
 
-def _provenance(config: TrainConfig, source: ModelSource, data: TrainingData, model: Any) -> dict[str, Any]:
+def _provenance(
+    config: TrainConfig, source: ModelSource, data: TrainingData, model: Any, processes: dict[str, Any]
+) -> dict[str, Any]:
     from tunescope.env import device_info, git_commit, package_versions
 
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    def count(parameter: Any) -> int:  # ZeRO-3 leaves an empty shard in place and keeps the size apart
+        return getattr(parameter, "ds_numel", parameter.numel())
+
+    trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(count(p) for p in model.parameters())
     return {
         "command": "train",
         "argv": sys.argv,
@@ -210,6 +255,7 @@ def _provenance(config: TrainConfig, source: ModelSource, data: TrainingData, mo
         "git_commit": git_commit(),
         "packages": package_versions(),
         "device": device_info(),
+        "processes": processes,
     }
 
 
@@ -244,6 +290,9 @@ def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
         disable_tqdm=True,  # replaced by ProgressBar / ProgressLines
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Every trainable parameter takes part in every step (decoder-only models, LoRA included), so DDP
+        # need not walk the autograd graph after each backward pass looking for unused ones.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -257,7 +306,9 @@ def _shift_monitor(config: TrainConfig, run_dir: Path, tokenizer: Any) -> Any:
     return ShiftMonitor(run_dir, tokenizer, ids, config.monitor_every, config.monitor_tokens)
 
 
-def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: Any, data: TrainingData) -> Any:
+def _build_trainer(
+    config: TrainConfig, run_dir: Path, args: Any, model: Any, tokenizer: Any, data: TrainingData
+) -> Any:
     import datasets
     from transformers import PrinterCallback, ProgressCallback
 
@@ -277,7 +328,7 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: An
     )
     trainer = SafetensorsSFTTrainer(
         model=model,
-        args=_sft_arguments(config, run_dir),
+        args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=_peft_config(config) if config.method == "lora" else None,
@@ -291,14 +342,28 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model: Any, tokenizer: An
     return trainer
 
 
-def _save_outputs(config: TrainConfig, trainer: Any, tokenizer: Any, artifact: Path, summary: dict[str, Any]) -> None:
+def _save_artifact(trainer: Any, tokenizer: Any, artifact: Path, process: Any) -> None:
+    """Write the adapter or model under a temporary name and rename it into place.
+
+    Every process takes part in ``save_model``: with ZeRO-3 or FSDP the full weights are gathered
+    from all of them (the Trainer lets only the main process write). The temporary directory, the
+    tokenizer and the rename are the main process's.
+    """
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(artifact)) if process.is_main_process else None
+        tmp = Path(broadcast(process, str(tmp) if tmp else ""))  # the same directory for every process
+        trainer.save_model(str(tmp))
+        process.wait_for_everyone()
+        if process.is_main_process:
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
+
+
+def _save_outputs(config: TrainConfig, trainer: Any, artifact: Path, summary: dict[str, Any]) -> None:
+    """Plots and ``run.json`` (main process only), after the artifact is in place."""
     from tunescope.train.plot import plot_loss, plot_monitor
 
     run_dir = artifact.parent
-    with atomic_path(artifact) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing should read it
     plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{config.method}: {config.model}")
     if config.monitor_every:
         plot_monitor(run_dir / "metrics.jsonl", run_dir / "monitor.png", title=f"{config.method}: shift from base")
@@ -330,47 +395,54 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         UserError: for bad input (reported before the model is loaded where possible).
         NonFiniteLoss: when the loss becomes NaN or infinite.
     """
-    from accelerate import PartialState
-
-    # Under `accelerate launch` every process runs this function; only the main one writes files.
-    process = PartialState()
+    # Under `accelerate launch` every process runs this function. The Trainer shares the work out
+    # (DDP, FSDP or DeepSpeed, as the launcher's config says); only the main process writes files.
+    process = process_state()
     run_dir = Path(config.out).expanduser()
     artifact = run_dir / ("adapter" if config.method == "lora" else "model")
     resolved = config_to_dict(config)
     state = check_run_dir(run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES)
     if state is RunState.DONE:
         return _result(run_dir, artifact)
-    if warning := shared_learning_rate_warning(config):
+    if (warning := shared_learning_rate_warning(config)) and process.is_main_process:
         warnings.warn(warning, stacklevel=2)
 
     # Everything that can reject the input runs before the run directory is touched, cheapest first.
+    _check_monitor_supported(config)
     loaded = load_examples(config)
     source = resolve_model(config.model)
     tokenizer = load_tokenizer(source, trust_remote_code=config.trust_remote_code)
     data = prepare_training_data(config, tokenizer, loaded)
     _gradient_accumulation(config)  # rejects a batch size the processes cannot split, before loading
+    # The arguments come before the model: under DeepSpeed ZeRO-3 they make from_pretrained load each
+    # process's shard only, instead of the whole model on every process.
+    args = _sft_arguments(config, run_dir)
     model = load_model(source, trust_remote_code=config.trust_remote_code)
     process.wait_for_everyone()  # every process has judged the directory before it changes
     if state is RunState.NEW and process.is_main_process:
         start_run_dir(run_dir, resolved)
+    process.wait_for_everyone()  # ... and none reads or writes it before it is ready
 
-    trainer = _build_trainer(config, run_dir, model, tokenizer, data)
+    trainer = _build_trainer(config, run_dir, args, model, tokenizer, data)
     if state is RunState.NEW and process.is_main_process:
-        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model))
+        processes = {"count": process.num_processes, "engine": str(trainer.accelerator.distributed_type)}
+        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model, processes))
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if state is RunState.RESUME else None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = time.perf_counter() - started
-    if trainer.is_world_process_zero():
+    _save_artifact(trainer, tokenizer, artifact, process)
+    if process.is_main_process:
         extra = {
             "examples": len(data.examples),
             "train_loss": output.training_loss,
             "runtime_s": round(runtime, 2),
             "resumed_from": checkpoint.name if checkpoint else None,
+            "processes": process.num_processes,
         }
-        _save_outputs(config, trainer, tokenizer, artifact, extra)
-    trainer.accelerator.wait_for_everyone()
+        _save_outputs(config, trainer, artifact, extra)
+    process.wait_for_everyone()
     return _result(run_dir, artifact)
 
 

@@ -10,8 +10,8 @@ steps the model being trained reads the same ids, and the monitor logs
   token has base rank > 3 / rank 1 (the TDS classes, for the tuned model's own choice).
 
 Full fine-tuning drifts away step by step while LoRA stays close: this is where it shows.
-The check runs on the main process over the unwrapped model, so it suits one device and DDP; with
-FSDP or ZeRO-3 the parameters are sharded and the monitor should stay off.
+The check runs on the main process over the unwrapped model, so it suits one device, DDP and ZeRO-2;
+with FSDP or ZeRO-3 the parameters are sharded across processes and `tunescope train` refuses it.
 """
 
 from __future__ import annotations
