@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from tunescope.experiment.demo import demo_config
 from tunescope.experiment.runner import run_experiment
@@ -24,6 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _trained_runs(manifest: Path) -> dict[str, Path]:
+    """The run directory of each method's training stage in the experiment's first cell."""
+    stages = json.loads(manifest.read_text(encoding="utf-8"))["cells"][0]["stages"]
+    return {
+        name.removesuffix("/train"): manifest.parent / summary["dir"]
+        for name, summary in stages.items()
+        if name.endswith("/train") and summary
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo grid and write the report."""
     from tunescope.errors import UserError
@@ -39,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(out)
     for finding in report.findings:
         print(f"{finding['verdict']:>15}  {finding['claim']}")
+    for method, run_dir in _trained_runs(manifest).items():
+        artifact = run_dir / ("adapter" if method == "lora" else "model")
+        print(f"{method}: {artifact}  (metrics: {run_dir / 'metrics.jsonl'}, loss plot: {run_dir / 'loss.png'})")
     print(f"experiment: {manifest}")
     print(f"report: {report.html}")
     return 0

@@ -129,7 +129,7 @@ def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], 
     return Stage("probe", f"probe {cell}", settings, run, list(tuned.values()))
 
 
-def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, data: Stage, runner: StageRunner) -> Stage | None:
+def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: StageRunner) -> Stage | None:
     if importlib.util.find_spec("tunescope.borrow") is None:
         return None
 
@@ -139,14 +139,16 @@ def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, data: Stag
         result = borrow(
             BorrowConfig(
                 shift=str(runner.directory(shift) / "shift"),
-                train=str(runner.directory(data) / "train.jsonl"),
+                train=str(runner.directory(tuned)),  # the run's own data settings: the subset it trained on
                 base_responses=str(runner.directory(base_generation) / "responses.jsonl"),
+                generate_base=False,  # the grid's base generation stage already answered
                 out=str(directory / "borrow"),
             )
         )
-        return {"borrow": str(directory / "borrow"), **{k: result.get(k) for k in ("style_share",) if k in result}}
+        style_share = result.borrow["style_tokens"]["headline"]["style_share"]
+        return {"borrow": str(directory / "borrow"), "style_share": style_share}
 
-    return Stage("borrow", f"borrow {tuned.label.removeprefix('train ')}", {}, run, [shift, base_generation, data])
+    return Stage("borrow", f"borrow {tuned.label.removeprefix('train ')}", {}, run, [tuned, shift, base_generation])
 
 
 def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
@@ -166,7 +168,7 @@ def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
                     stages[f"{method}/train"] = trained[method]
                     stages[f"{method}/generate"] = generations[method]
                     stages[f"{method}/shift"] = shifts[method]
-                    borrow = _borrow_stage(trained[method], shifts[method], base_generation, data, runner)
+                    borrow = _borrow_stage(trained[method], shifts[method], base_generation, runner)
                     if config.borrow and borrow:
                         stages[f"{method}/borrow"] = borrow
                 if config.judge is not None:

@@ -216,7 +216,7 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
             _not_tested(borrow_key, borrow_claim, borrow_paper, why),
         ]
     found = []
-    shares = {m: b.get("style_share") for m, b in runs.items()}
+    shares = {m: (b.get("style_tokens") or {}).get("headline", {}).get("style_share") for m, b in runs.items()}
     if shares.get("lora") is not None and shares.get("full") is not None:
         found.append(_finding(
             style_key, style_claim, style_paper,
@@ -228,8 +228,8 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
     else:
         found.append(_not_tested(style_key, style_claim, style_paper, "needs borrowing results for both methods"))
     full = runs.get("full") or next(iter(runs.values()))
-    words = full.get("borrowed_words") or {}
-    shifted, baseline = words.get("shifted_or_marginal"), words.get("unshifted")
+    words = (full.get("borrowed_words") or {}).get("headline", {})
+    shifted, baseline = words.get("shifted_or_marginal"), words.get("unshifted_baseline")
     if shifted is not None and baseline is not None:
         found.append(_finding(
             borrow_key, borrow_claim, borrow_paper,
