@@ -1,0 +1,116 @@
+"""Model answers the analysis reads or asks for: the tuned responses, the base model's, counterfactuals.
+
+Reading reuses `tunescope shift`'s parser of responses files (same fields, same one-line errors);
+asking reuses `tunescope generate`, so that new answers are ordinary, resumable responses files
+with exact token ids and their generation settings recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunescope.data.formats import Message
+from tunescope.data.readers import read_dataset
+from tunescope.errors import UserError
+from tunescope.files import write_jsonl
+from tunescope.shift.inputs import read_responses
+
+DEFAULT_MAX_NEW_TOKENS = 512
+"""Longest new answer when the tuned responses do not record their own limit."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer to one prompt."""
+
+    id: str
+    """The prompt's id."""
+    messages: list[Message]
+    """The conversation before the answer."""
+    instruction: str
+    """The last user turn ("" when unknown)."""
+    output: str
+    """The answer text."""
+    finish_reason: str | None
+    """``stop`` or ``length`` (cut by the generation limit), when recorded."""
+    generation: dict[str, Any] | None
+    """How the answer was generated, when recorded."""
+
+
+def read_answers(path: str | Path) -> dict[str, Answer]:
+    """The answers in a responses file (`tunescope generate` output or records with messages and output).
+
+    Raises:
+        UserError: naming the file and line of a malformed record (see ``read_responses``).
+    """
+    records = read_responses(path)
+    finish = {
+        str(raw.fields["id"]) if raw.fields.get("id") is not None else str(raw.row): raw.fields.get("finish_reason")
+        for raw in read_dataset(str(Path(path).expanduser())).records
+    }
+    return {
+        record.example_id: Answer(
+            id=record.example_id,
+            messages=list(record.messages or []),
+            instruction=record.instruction or "",
+            output=record.output or "",
+            finish_reason=finish.get(record.example_id),
+            generation=record.generation,
+        )
+        for record in records
+    }
+
+
+def generation_settings(answers: dict[str, Answer]) -> dict[str, Any]:
+    """The tuned answers' limit and template, so that new answers are generated comparably."""
+    for answer in answers.values():
+        if answer.generation:
+            return {
+                "max_new_tokens": int(answer.generation.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
+                "template": answer.generation.get("template"),
+            }
+    return {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "template": None}
+
+
+def ask(
+    model: str,
+    prompts: list[dict[str, Any]],
+    out: Path,
+    *,
+    max_new_tokens: int,
+    template: str | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Answer]:
+    """Answer ``prompts`` (records with ``id`` and ``messages``) greedily with ``model`` into ``out``.
+
+    ``out`` is a responses file that grows as batches finish; calling again after a crash answers
+    only what is missing. The prompts themselves are written beside it (``<out>.prompts.jsonl``).
+
+    Raises:
+        UserError: when ``out`` holds answers generated with other settings, or the model fails to load.
+    """
+    from tunescope.generate import GenerateConfig, generate
+
+    if not prompts:
+        return {}
+    prompts_file = out.with_name(out.stem + ".prompts.jsonl")
+    write_jsonl(prompts_file, prompts)
+    config = GenerateConfig(
+        model=model,
+        data=str(prompts_file),
+        format="messages",
+        template=template,
+        out=str(out),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    generate(config, progress=progress)
+    answers = read_answers(out)
+    missing = [prompt["id"] for prompt in prompts if prompt["id"] not in answers]
+    if missing:
+        raise UserError(f"{out}: no answer for {len(missing)} prompts (first: {missing[0]})")
+    return answers

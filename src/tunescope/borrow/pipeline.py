@@ -1,0 +1,408 @@
+"""`borrow(config)`: from a shift run and the training data to borrow.json, spans.jsonl and an HTML section.
+
+The steps, each a plain function a notebook can call on its own:
+
+1. :func:`~tunescope.borrow.shiftrun.read_shift_run` reads the tuned responses' tokens and classes;
+2. :func:`~tunescope.borrow.index.open_index` opens (or builds once) the training-set index;
+3. :func:`~tunescope.borrow.style.style_token_summary`: which tokens shift, style or content;
+4. :func:`~tunescope.borrow.words.borrowed_words`: borrowed words, with the unshifted and base baselines;
+5. :func:`~tunescope.borrow.imitation.imitation_summary`: lengths (Table 11);
+6. :func:`~tunescope.borrow.attribution.attribute_span` per span, and the counterfactual check.
+
+Inputs are all checked before anything is written. Generated answers (the base model's, the
+counterfactuals) are appended to files in the output directory as they come, so rerunning the
+same command after a crash generates only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunescope.borrow.answers import Answer, ask, generation_settings, read_answers
+from tunescope.borrow.attribution import Span, attribute_span, attribution_summary, read_spans
+from tunescope.borrow.config import RUNTIME_SETTINGS, BorrowConfig
+from tunescope.borrow.counterfactual import counterfactual_summary, persistence, prompt_id, rephrased_messages
+from tunescope.borrow.imitation import imitation_summary, length_stats
+from tunescope.borrow.index import RESPONSE, TrainingIndex, open_index
+from tunescope.borrow.lexicon import tag_tokens
+from tunescope.borrow.report import render_page
+from tunescope.borrow.shiftrun import ShiftRun, read_shift_run
+from tunescope.borrow.style import style_token_summary
+from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
+from tunescope.config import config_to_dict
+from tunescope.data import DataSettings
+from tunescope.errors import UserError
+from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
+from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
+
+BORROW_FILE = "borrow.json"
+SPANS_FILE = "spans.jsonl"
+HTML_FILE = "borrow.html"
+BASE_RESPONSES_FILE = "base-responses.jsonl"
+COUNTERFACTUAL_FILE = "counterfactual-responses.jsonl"
+SCHEMA = "tunescope.borrow/1"
+TOKENIZE_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class BorrowResult:
+    """What a borrow run produced."""
+
+    out: Path
+    """The output directory."""
+    borrow: dict[str, Any]
+    """Contents of borrow.json."""
+    spans: list[dict[str, Any]]
+    """Records of spans.jsonl (empty without --spans)."""
+
+    @property
+    def borrow_path(self) -> Path:
+        """borrow.json."""
+        return self.out / BORROW_FILE
+
+    @property
+    def spans_path(self) -> Path:
+        """spans.jsonl."""
+        return self.out / SPANS_FILE
+
+    @property
+    def html_path(self) -> Path:
+        """borrow.html: the report section on a page of its own."""
+        return self.out / HTML_FILE
+
+
+# ------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def claim_output(config: BorrowConfig, overwrite: bool) -> Path:
+    """Check ``config.out`` may receive this run; keep it (and its generated answers) for the same settings.
+
+    Raises:
+        UserError: for a directory holding something else, or a borrow run with other settings
+            (unless ``overwrite``).
+    """
+    out = Path(config.out).expanduser()
+    settings = config_to_dict(config)
+    previous = saved_config(out) if out.is_dir() else None
+    if previous is not None and not overwrite and not config_differences(previous, settings, RUNTIME_SETTINGS):
+        # The same analysis again (after a crash, or to refresh it): keep the answers generated so far.
+        (out / DONE_FILE).unlink(missing_ok=True)
+        write_yaml(out / CONFIG_FILE, settings)
+        return out
+    check_run_dir(out, settings, resume=False, overwrite=overwrite)
+    start_run_dir(out, settings)
+    return out
+
+
+def check_training_source(settings: DataSettings) -> None:
+    """Fail now, before anything is written, when the training data names a local file that is not there.
+
+    Raises:
+        UserError: naming the missing file.
+    """
+    from tunescope.data.dataset import resolve_data_source
+    from tunescope.data.readers import FILE_SUFFIXES
+
+    source = resolve_data_source(settings.data)
+    path = Path(source).expanduser()
+    if not path.exists() and (path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~"))):
+        raise UserError(f"--train {settings.data}: data file not found")
+
+
+def base_answers_path(config: BorrowConfig, out: Path) -> Path:
+    """Where the base model's answers are read from or generated into."""
+    return Path(config.base_responses).expanduser() if config.base_responses else out / BASE_RESPONSES_FILE
+
+
+def get_base_answers(
+    config: BorrowConfig,
+    run: ShiftRun,
+    tuned: dict[str, Answer],
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Answer] | None, dict[str, Any] | None]:
+    """The base model's answers to the scored prompts: read from a file, or generated (resumably).
+
+    Returns:
+        The answers by id (None: no baseline) and a description for borrow.json.
+    """
+    path = base_answers_path(config, out)
+    wanted = [response.example_id for response in run.responses]
+    if config.base_responses and path.is_file():
+        answers = read_answers(path)
+        return answers, {"path": str(path), "generated": False, "model": None}
+    if not config.generate_base:
+        return None, None
+    model = config.base_model or str(run.settings.get("base"))
+    generation = generation_settings(tuned)
+    max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
+    prompts = [{"id": example_id, "messages": tuned[example_id].messages} for example_id in wanted]
+    log(f"base answers: {len(prompts)} prompts with {model} (max {max_new_tokens} new tokens) into {path}")
+    answers = ask(model, prompts, path, max_new_tokens=max_new_tokens, template=generation["template"],
+                  batch_size=config.batch_size)  # fmt: skip
+    return answers, {"path": str(path), "generated": True, "model": model, "max_new_tokens": max_new_tokens}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash that changes whenever the tokenizer's vocabulary or rules change."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    description = backend.to_str() if backend is not None else repr(tokenizer)
+    return hashlib.sha256(description.encode("utf-8")).hexdigest()[:16]
+
+
+def token_counts(tokenizer: Any, texts: list[str]) -> np.ndarray:
+    """Tokens in each text, without special tokens, tokenized in batches."""
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for first in range(0, len(texts), TOKENIZE_BATCH):
+        batch = tokenizer(texts[first : first + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        counts[first : first + len(batch)] = [len(ids) for ids in batch]
+    return counts
+
+
+def training_response_lengths(index: TrainingIndex, tokenizer: Any) -> dict[str, Any]:
+    """Length statistics of every response turn of the training set; token counts cached per tokenizer."""
+    texts = [turn for row in range(len(index)) for turn in index.turns(row, RESPONSE)]
+    cache = index.directory / f"response-tokens-{tokenizer_fingerprint(tokenizer)}.npy"
+    counts = np.load(cache, allow_pickle=False) if cache.is_file() else None
+    if counts is None or len(counts) != len(texts):
+        counts = token_counts(tokenizer, texts)
+        with atomic_path(cache) as tmp, tmp.open("wb") as handle:
+            np.save(handle, counts, allow_pickle=False)
+    return length_stats(texts, counts)
+
+
+def _embeddings(
+    config: BorrowConfig, index: TrainingIndex, queries: list[str], log: Callable[[str], None]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from tunescope.borrow.embeddings import SentenceEmbedder, cached_embeddings
+
+    embedder = SentenceEmbedder(
+        max_length=config.embed_max_length, batch_size=config.embed_batch_size, device=config.device
+    )
+    started = time.perf_counter()
+    log(f"embeddings of {len(index)} training examples (cached in {index.directory})")
+    matrix = cached_embeddings(
+        index.directory, lambda a, b: [index.plain_text(row) for row in range(a, b)], len(index), embedder
+    )
+    return matrix, embedder.embed(queries), {**embedder.describe(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _counterfactuals(
+    config: BorrowConfig,
+    run: ShiftRun,
+    spans: list[Span],
+    tuned: dict[str, Answer],
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
+    asked = [span for span in spans if span.rephrased]
+    if not asked:
+        return {}, None
+    model = config.tuned_model or str(run.settings.get("tuned"))
+    generation = generation_settings(tuned)
+    max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
+    prompts = {}
+    for span in asked:
+        messages = rephrased_messages(tuned.get(span.example_id), span.rephrased or "")
+        prompts[span.number] = {"id": prompt_id(messages), "messages": messages}
+    log(f"counterfactual check: {len(asked)} rephrased instructions with {model}")
+    unique = list({prompt["id"]: prompt for prompt in prompts.values()}.values())
+    answers = ask(model, unique, out / COUNTERFACTUAL_FILE, max_new_tokens=max_new_tokens,
+                  template=generation["template"], batch_size=config.batch_size)  # fmt: skip
+    results = {}
+    for span in asked:
+        answer = answers[prompts[span.number]["id"]].output
+        results[span.number] = {
+            "rephrased": span.rephrased,
+            "answer": answer,
+            "persists": persistence(span.text, answer),
+        }
+    summary = counterfactual_summary(list(results.values()))
+    summary |= {"model": model, "answers": COUNTERFACTUAL_FILE}
+    return results, summary
+
+
+# ------------------------------------------------------------------------------------------
+# The whole run
+
+
+def borrow(
+    config: BorrowConfig,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> BorrowResult:
+    """Measure what the tuned model borrowed from its training set; write everything to ``config.out``.
+
+    Args:
+        config: Validated settings.
+        overwrite: Replace a borrow run with other settings in ``config.out``.
+        log: Called with one line per long step (building the index, generating, embedding).
+
+    Raises:
+        UserError: for bad input, reported before anything is written where possible.
+    """
+    say = log or (lambda message: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    run = read_shift_run(config.shift)
+    if not run.responses:
+        raise UserError(f"--shift {run.directory}: the run scored no response")
+    responses_path = config.responses or run.settings.get("responses")
+    tuned: dict[str, Answer] = {}
+    if responses_path and Path(responses_path).expanduser().is_file():
+        tuned = read_answers(responses_path)
+    elif config.responses:
+        raise UserError(f"--responses {responses_path}: file not found")
+    missing = [r.example_id for r in run.responses if r.example_id not in tuned]
+    needs_prompts = config.generate_base and not (config.base_responses and Path(config.base_responses).is_file())
+    if missing and needs_prompts:
+        raise UserError(
+            f"the tuned responses file {responses_path!r} lacks the prompt of '{missing[0]}', needed to generate the "
+            "base model's answers; pass --responses, --base-responses, or --no-generate-base"
+        )
+    spans = read_spans(config.spans, run.by_id()) if config.spans else []
+    data_settings = config.data_settings()
+    check_training_source(data_settings)
+    out = claim_output(config, overwrite)
+    lap("read_inputs")
+
+    say(f"training index of {data_settings.data}")
+    index, built = open_index(data_settings, config.index_dir)
+    lap("index")
+    tags = [tag_tokens(r.text, r.char_start.tolist(), r.char_end.tolist()) for r in run.responses]
+    style = style_token_summary(
+        run.responses, tags, top_n=config.top_tokens, bootstrap_samples=config.bootstrap_samples, seed=config.seed
+    )
+    lap("style_tokens")
+
+    base, base_description = get_base_answers(config, run, tuned, out, say)
+    lap("base_answers")
+    base_ids = [r.example_id for r in run.responses if base is not None and r.example_id in base]
+    if base is not None and len(base_ids) < len(run.responses):
+        warnings.warn(
+            f"{len(run.responses) - len(base_ids)} of {len(run.responses)} scored prompts have no base answer in "
+            f"{base_description['path'] if base_description else ''}: the base baseline covers the others",
+            stacklevel=2,
+        )
+    if base_description is not None:
+        base_description["n_matched"] = len(base_ids)
+    tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
+    base_words = [plain_words(base[example_id].output) for example_id in base_ids] if base else None
+    borrowed = borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
+                              bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
+    lap("borrowed_words")
+
+    from tunescope.models import load_tokenizer
+
+    tuned_model = config.tuned_model or str(run.settings.get("tuned"))
+    tokenizer = load_tokenizer(tuned_model)
+    tuned_texts = [r.text for r in run.responses]
+    tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False
+                       for r in run.responses]  # fmt: skip
+    base_texts = [base[example_id].output for example_id in base_ids] if base else []
+    imitation = imitation_summary(
+        training_response_lengths(index, tokenizer),
+        length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
+        length_stats(base_texts, token_counts(tokenizer, base_texts),
+                     truncated=[base[i].finish_reason == "length" for i in base_ids]) if base else None,
+        tokenizer_name=tuned_model,
+    )  # fmt: skip
+    lap("imitation")
+
+    span_records: list[dict[str, Any]] = []
+    attribution = counterfactual = embedder = None
+    if spans:
+        by_id = run.by_id()
+        instructions = {example_id: answer.instruction for example_id, answer in tuned.items()}
+        matrix = queries = None
+        if config.embeddings:
+            query_texts = [f"{instructions.get(span.example_id, '')}\n{by_id[span.example_id].text}" for span in spans]
+            matrix, queries, embedder = _embeddings(config, index, query_texts, say)
+            lap("embeddings")
+        for span in spans:
+            span_records.append(
+                attribute_span(
+                    span,
+                    by_id[span.example_id],
+                    index,
+                    search_in=config.search_in,
+                    embeddings=matrix,
+                    query_embedding=queries[span.number] if queries is not None else None,
+                    candidates=config.candidates,
+                    max_ids=config.max_ids,
+                )
+            )
+        attribution = attribution_summary(span_records, bootstrap_samples=config.bootstrap_samples, seed=config.seed)
+        lap("attribution")
+        results, counterfactual = _counterfactuals(config, run, spans, tuned, out, say)
+        for record in span_records:
+            record["counterfactual"] = results.get(record["span"])
+        lap("counterfactual")
+
+    summary = {
+        "schema": SCHEMA,
+        "shift": {
+            "directory": str(run.directory),
+            "mode": run.mode,
+            "base": run.settings.get("base"),
+            "tuned": run.settings.get("tuned"),
+            "n_responses": len(run.responses),
+            "n_tokens": int(sum(len(r.klass) for r in run.responses)),
+            "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
+            f"{run.settings.get('marginal_max_rank', 3)}, shifted: above",
+        },
+        "training": {
+            key: index.manifest.get(key)
+            for key in (
+                "source",
+                "fingerprint",
+                "format",
+                "selection",
+                "n_examples",
+                "n_turns",
+                "n_words",
+                "vocabulary_size",
+            )  # fmt: skip
+        }
+        | {
+            "index": str(index.directory),
+            "index_built_now": built,
+            "index_build_seconds": index.manifest["build_seconds"],
+            "ids": "each example's id field, else its 0-based row number in the source",
+        },  # fmt: skip
+        "style_tokens": style,
+        "borrowed_words": borrowed,
+        "base_responses": base_description,
+        "imitation": imitation,
+        "attribution": attribution,
+        "counterfactual": counterfactual,
+        "embedder": embedder,
+        "files": {"spans": SPANS_FILE if spans else None, "html": HTML_FILE},
+        "timings": timings,
+        "settings": config_to_dict(config),
+    }
+    if spans:
+        write_jsonl(out / SPANS_FILE, span_records)
+    else:
+        (out / SPANS_FILE).unlink(missing_ok=True)
+    write_json(out / BORROW_FILE, summary)
+    write_text(out / HTML_FILE, render_page(summary, span_records))
+    write_json(out / DONE_FILE, {"status": "complete", "command": "borrow"})
+    return BorrowResult(out, summary, span_records)
