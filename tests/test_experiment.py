@@ -51,7 +51,7 @@ def write_experiment(root: Path, borrow: bool = False) -> Path:
 @pytest.fixture(scope="module")
 def finished_experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiment")
-    config = write_experiment(root)
+    config = write_experiment(root, borrow=True)
     assert main(["experiment", str(config), "--out", str(root / "run")]) == 0
     return root / "run"
 
@@ -61,7 +61,7 @@ def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
     assert manifest["complete"] is True
     [cell] = manifest["cells"]
     expected = {"data", "base_generate", "judge", "probe"} | {
-        f"{method}/{stage}" for method in ("lora", "full") for stage in ("train", "generate", "shift")
+        f"{method}/{stage}" for method in ("lora", "full") for stage in ("train", "generate", "shift", "borrow")
     }
     assert expected <= set(cell["stages"])
     for name, summary in cell["stages"].items():
@@ -78,6 +78,10 @@ def test_report_json_has_findings_with_verdicts(finished_experiment):
     assert set(verdicts.values()) <= {"reproduced", "not reproduced", "inconclusive", "not tested"}
     assert verdicts["size"] == "not tested"  # one training-set size only
     assert verdicts["judge"] == "not tested"  # a tiny stand-in judge never gets a verdict
+    assert verdicts["style"] != "not tested"  # from both runs' borrow.json
+    # The tiny model's answers have no word at an unshifted position, so the baseline is missing.
+    borrowed = next(f for f in report["findings"] if f["key"] == "borrowed")
+    assert borrowed["verdict"] == "not tested" and "word shares" in borrowed["this_run"]
     kl = next(f for f in report["findings"] if f["key"] == "kl")
     low, high = kl["effect"]["ci95"]
     assert low <= kl["effect"]["value"] <= high
@@ -103,6 +107,7 @@ def test_report_renders_in_headless_chromium(finished_experiment, tmp_path):
         page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
         page.goto((finished_experiment / "report.html").as_uri())
         assert page.locator("#findings-table tr").count() == 1 + 9
+        assert page.get_by_text("style share", exact=False).count() >= 1  # the borrowing sections
         images = page.locator("img")
         assert images.count() >= 6
         # Every figure decoded: an image that failed to load has no natural width.
@@ -164,3 +169,11 @@ def test_demo_configs_are_valid():
     assert quick.methods == full.methods == ["lora", "full"]
     assert quick.train["epochs"] < full.train["epochs"]
     assert demo_config(judge={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
+
+
+def test_separate_intervals_give_a_verdict_only_when_they_do_not_overlap():
+    from tunescope.report.findings import separation_verdict
+
+    assert separation_verdict([0.6, 0.7], [0.4, 0.5]) == "reproduced"
+    assert separation_verdict([0.4, 0.5], [0.6, 0.7]) == "not reproduced"
+    assert separation_verdict([0.49, 0.7], [0.4, 0.5]) == "inconclusive"

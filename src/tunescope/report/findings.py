@@ -216,30 +216,67 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
             _not_tested(borrow_key, borrow_claim, borrow_paper, why),
         ]
     found = []
-    shares = {m: (b.get("style_tokens") or {}).get("headline", {}).get("style_share") for m, b in runs.items()}
-    if shares.get("lora") is not None and shares.get("full") is not None:
+    shares = {
+        m: _measured((b.get("style_tokens") or {}).get("share", {}).get("shifted_or_marginal")) for m, b in runs.items()
+    }
+    if shares.get("lora") and shares.get("full"):
+        lora, full_share = shares["lora"], shares["full"]
         found.append(_finding(
             style_key, style_claim, style_paper,
-            this_run=f"style share of shifted/marginal tokens: {shares['lora']:.1%} (LoRA), "
-            f"{shares['full']:.1%} (full)",
-            effect={"name": "style share, LoRA − full", "value": shares["lora"] - shares["full"], "ci95": None},
-            verdict="reproduced" if shares["lora"] > shares["full"] else "not reproduced",
+            this_run=f"style share of shifted/marginal tokens: {lora['value']:.1%} {_interval(lora)} (LoRA, "
+            f"{lora['n']} tokens), {full_share['value']:.1%} {_interval(full_share)} (full, {full_share['n']} tokens)",
+            effect={"name": "style share, LoRA − full", "value": lora["value"] - full_share["value"], "ci95": None},
+            verdict=separation_verdict(lora["ci95"], full_share["ci95"]),
+            note=_SEPARATE_INTERVALS,
         ))  # fmt: skip
     else:
         found.append(_not_tested(style_key, style_claim, style_paper, "needs borrowing results for both methods"))
     full = runs.get("full") or next(iter(runs.values()))
-    words = (full.get("borrowed_words") or {}).get("headline", {})
-    shifted, baseline = words.get("shifted_or_marginal"), words.get("unshifted_baseline")
-    if shifted is not None and baseline is not None:
+    words = (full.get("borrowed_words") or {}).get("tuned", {})
+    shifted, baseline = (
+        _measured(words.get(klass, {}).get("all_words")) for klass in ("shifted_or_marginal", "unshifted")
+    )
+    if shifted and baseline:
         found.append(_finding(
             borrow_key, borrow_claim, borrow_paper,
-            this_run=f"{shifted:.1%} of words at shifted/marginal positions vs {baseline:.1%} at unshifted ones",
-            effect={"name": "share found, shifted − unshifted", "value": shifted - baseline, "ci95": None},
-            verdict="reproduced" if shifted > baseline else "not reproduced",
+            this_run=f"{shifted['value']:.1%} {_interval(shifted)} of words at shifted/marginal positions vs "
+            f"{baseline['value']:.1%} {_interval(baseline)} at unshifted ones",
+            effect={"name": "share found, shifted − unshifted", "value": shifted["value"] - baseline["value"],
+                    "ci95": None},
+            verdict=separation_verdict(shifted["ci95"], baseline["ci95"]),
+            note=_SEPARATE_INTERVALS,
         ))  # fmt: skip
     else:
         found.append(_not_tested(borrow_key, borrow_claim, borrow_paper, "borrowing results lack the word shares"))
     return found
+
+
+_SEPARATE_INTERVALS = "each share has its own 95% interval; the verdict needs them not to overlap"
+
+
+def _measured(share: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A share from borrow.json, or None where it had no words to count (its value and interval are null)."""
+    if share and share.get("value") is not None and None not in (share.get("ci95") or [None]):
+        return share
+    return None
+
+
+def _interval(share: dict[str, Any]) -> str:
+    low, high = share["ci95"]
+    return f"[{low:.1%}, {high:.1%}]"
+
+
+def separation_verdict(expected_higher: list[float], expected_lower: list[float]) -> str:
+    """A verdict from two separate 95% intervals: reproduced only when they do not overlap in the expected order.
+
+    Conservative: non-overlapping intervals imply a significant difference, overlapping ones do not
+    imply its absence, so overlap is called inconclusive.
+    """
+    if expected_higher[0] > expected_lower[1]:
+        return "reproduced"
+    if expected_higher[1] < expected_lower[0]:
+        return "not reproduced"
+    return "inconclusive"
 
 
 def all_findings(cells: list[Cell]) -> list[dict[str, Any]]:
