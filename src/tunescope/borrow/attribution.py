@@ -22,7 +22,6 @@ check).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from tunescope.borrow.index import SearchIn, TrainingIndex
 from tunescope.borrow.shiftrun import ShiftResponse
 from tunescope.borrow.style import rounded, share_entry
 from tunescope.borrow.text import ngram_overlap, normalized_words
+from tunescope.data.readers import read_jsonl_objects
 from tunescope.errors import UserError
 from tunescope.shift.summary import Bootstrap
 
@@ -94,16 +94,8 @@ def read_spans(path: str | Path, responses: dict[str, ShiftResponse]) -> list[Sp
     if not path.is_file():
         raise UserError(f"--spans {path}: file not found")
     spans: list[Span] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        locator = f"{path} line {number}"
-        try:
-            fields = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{locator}: invalid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(fields, dict):
-            raise UserError(f"{locator}: expected a JSON object")
+    for record in read_jsonl_objects(path):
+        fields, locator = record.fields, record.locator
         if unknown := sorted(set(fields) - SPAN_FIELDS):
             raise UserError(f"{locator}: unknown field '{unknown[0]}' (expected {', '.join(sorted(SPAN_FIELDS))})")
         if fields.get("example_id") is None:

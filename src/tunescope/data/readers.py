@@ -69,7 +69,7 @@ def _read_file(path: Path) -> Iterator[RawRecord]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            yield from _read_jsonl(path)
+            yield from read_jsonl_objects(path)
         elif suffix == ".json":
             yield from _read_json(path)
         elif suffix == ".parquet":
@@ -86,7 +86,12 @@ def _read_file(path: Path) -> Iterator[RawRecord]:
         raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+def read_jsonl_objects(path: Path) -> Iterator[RawRecord]:
+    """The JSON objects of a JSONL file, one per non-blank line, each with its locator ("FILE line N").
+
+    Raises:
+        UserError: naming the file and line of invalid JSON or of a line that is not an object.
+    """
     row = 0
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -110,7 +115,7 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
     except json.JSONDecodeError as err:
         # A .json file that is really JSON lines is common enough to accept.
         if err.msg == "Extra data":
-            yield from _read_jsonl(path)
+            yield from read_jsonl_objects(path)
             return
         raise UserError(f"{path} line {err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
