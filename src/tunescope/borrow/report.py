@@ -24,12 +24,12 @@ white-space:pre;font-size:.85em}
 .ts-borrow .style{background:#dbe9ff}.ts-borrow .content{background:#ffe2c6}
 .ts-borrow .note{color:#555;font-size:.85em}.ts-borrow .span{font-family:monospace;white-space:pre-wrap}
 </style>
-<h2>Pattern copying and borrowing</h2>
+<h{{ level }}>{{ title }}</h{{ level }}>
 <p>Tuned model <code>{{ b.shift.tuned }}</code> against base <code>{{ b.shift.base }}</code>:
 {{ b.shift.n_responses }} responses, {{ b.shift.n_tokens }} tokens ({{ b.shift.mode }} mode; {{ b.shift.classes }}).
 Training set: <code>{{ b.training.source }}</code>, {{ b.training.n_examples }} examples.</p>
 
-<h3>Which tokens shift: style or content</h3>
+<h{{ level + 1 }}>Which tokens shift: style or content</h{{ level + 1 }}>
 {% set st = b.style_tokens %}
 <p><strong>Style share of shifted and marginal tokens: {{ st.headline.style_share | pct }}</strong>
 ({{ st.headline.n_tokens }} tokens). Style = discourse markers, function words and formatting.</p>
@@ -46,7 +46,7 @@ title="{{ t.category }}{% if t.words %}: {{ t.words | join(', ') }}{% endif %}">
 {% else %}none{% endfor %}</p>
 {% endfor %}
 
-<h3>Borrowed words</h3>
+<h{{ level + 1 }}>Borrowed words</h{{ level + 1 }}>
 {% set bw = b.borrowed_words %}
 <p>Share of words found in the training set ({{ bw.search_in }}), by the position their first token is at,
 beside the baselines. The paper: {{ bw.paper.shifted | pct }} (shifted), {{ bw.paper.marginal | pct }}
@@ -61,7 +61,7 @@ beside the baselines. The paper: {{ bw.paper.shifted | pct }} (shifted), {{ bw.p
 {% else %}<tr><td>base model's answers</td><td colspan="4">not computed</td></tr>{% endif %}
 </table>
 
-<h3>Style imitation: response length (Table 11)</h3>
+<h{{ level + 1 }}>Style imitation: response length (Table 11)</h{{ level + 1 }}>
 {% set im = b.imitation %}
 <table><tr><th>responses</th><th>n</th><th>characters</th><th>words</th><th>tokens</th><th>cut by the limit</th></tr>
 {% for label, key in [("training set", "training_responses"), ("tuned model", "tuned_outputs"),
@@ -72,7 +72,7 @@ beside the baselines. The paper: {{ bw.paper.shifted | pct }} (shifted), {{ bw.p
 <p class="note">Means; {{ im.units.tokens }}. {{ im.note }}.</p>
 
 {% if b.attribution %}{% set at = b.attribution %}
-<h3>Hallucination attribution (approximation)</h3>
+<h{{ level + 1 }}>Hallucination attribution (approximation)</h{{ level + 1 }}>
 <p class="note">{{ at.note }}.</p>
 <table><tr><th></th><th>this run</th><th>paper</th></tr>
 <tr><td>spans found in the training set (exact)</td><td>{{ at.found_exact | share }}</td>
@@ -130,8 +130,15 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def render_section(borrow: dict[str, Any], spans: list[dict[str, Any]] | None = None, *, top_shown: int = 60,
-                   spans_shown: int = 50) -> str:  # fmt: skip
+def render_section(
+    borrow: dict[str, Any],
+    spans: list[dict[str, Any]] | None = None,
+    *,
+    top_shown: int = 60,
+    spans_shown: int = 50,
+    title: str = "Pattern copying and borrowing",
+    level: int = 2,
+) -> str:
     """The borrowing analysis of one run as an HTML fragment (a ``<section>``), every model text escaped.
 
     Args:
@@ -139,12 +146,14 @@ def render_section(borrow: dict[str, Any], spans: list[dict[str, Any]] | None = 
         spans: The records of spans.jsonl (none: only the attribution aggregates are shown).
         top_shown: Shifted and marginal tokens shown per list.
         spans_shown: Spans listed in the attribution table.
+        title: The section's heading.
+        level: Its heading level (``<h2>`` by default; subsections one below), to sit inside another page.
     """
     from tunescope.borrow.lexicon import CATEGORIES
 
     template = _environment().from_string(SECTION)
     return template.render(b=borrow, spans=spans or [], categories=CATEGORIES, top_shown=top_shown,
-                           spans_shown=spans_shown)  # fmt: skip
+                           spans_shown=spans_shown, title=title, level=level)  # fmt: skip
 
 
 def render_page(borrow: dict[str, Any], spans: list[dict[str, Any]] | None = None) -> str:

@@ -143,7 +143,11 @@ def _borrow_sections(cell: Cell) -> list[dict[str, str]]:
     except ImportError:  # an install without the borrow stage still gets a report
         return []
 
-    return [{"method": m, "html": render_section(run.borrow)} for m, run in cell.runs.items() if run.borrow]
+    return [
+        {"method": m, "html": render_section(run.borrow, title=f"Borrowing and style imitation: {m}", level=3)}
+        for m, run in cell.runs.items()
+        if run.borrow
+    ]
 
 
 def build_report(root: str | Path, out: str | Path | None = None) -> Report:
