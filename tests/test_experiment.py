@@ -174,6 +174,10 @@ def test_demo_configs_are_valid():
 def test_separate_intervals_give_a_verdict_only_when_they_do_not_overlap():
     from tunescope.report.findings import separation_verdict
 
-    assert separation_verdict([0.6, 0.7], [0.4, 0.5]) == "reproduced"
-    assert separation_verdict([0.4, 0.5], [0.6, 0.7]) == "not reproduced"
-    assert separation_verdict([0.49, 0.7], [0.4, 0.5]) == "inconclusive"
+    def share(low, high, n=50):
+        return {"value": (low + high) / 2, "ci95": [low, high], "n": n}
+
+    assert separation_verdict(share(0.6, 0.7), share(0.4, 0.5)) == "reproduced"
+    assert separation_verdict(share(0.4, 0.5), share(0.6, 0.7)) == "not reproduced"
+    assert separation_verdict(share(0.49, 0.7), share(0.4, 0.5)) == "inconclusive"
+    assert separation_verdict(share(1.0, 1.0, n=1), share(0.4, 0.5)) == "inconclusive"  # one word: no interval

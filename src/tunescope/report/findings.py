@@ -226,7 +226,7 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
             this_run=f"style share of shifted/marginal tokens: {lora['value']:.1%} {_interval(lora)} (LoRA, "
             f"{lora['n']} tokens), {full_share['value']:.1%} {_interval(full_share)} (full, {full_share['n']} tokens)",
             effect={"name": "style share, LoRA − full", "value": lora["value"] - full_share["value"], "ci95": None},
-            verdict=separation_verdict(lora["ci95"], full_share["ci95"]),
+            verdict=separation_verdict(lora, full_share),
             note=_SEPARATE_INTERVALS,
         ))  # fmt: skip
     else:
@@ -243,7 +243,7 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
             f"{baseline['value']:.1%} {_interval(baseline)} at unshifted ones",
             effect={"name": "share found, shifted − unshifted", "value": shifted["value"] - baseline["value"],
                     "ci95": None},
-            verdict=separation_verdict(shifted["ci95"], baseline["ci95"]),
+            verdict=separation_verdict(shifted, baseline),
             note=_SEPARATE_INTERVALS,
         ))  # fmt: skip
     else:
@@ -251,7 +251,13 @@ def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
     return found
 
 
-_SEPARATE_INTERVALS = "each share has its own 95% interval; the verdict needs them not to overlap"
+MIN_SHARE_COUNT = 10
+"""Fewest words behind a share before its bootstrap interval is trusted (one word gives [100%, 100%])."""
+
+
+_SEPARATE_INTERVALS = (
+    f"each share has its own 95% interval; the verdict needs them apart and {MIN_SHARE_COUNT}+ words behind each"
+)
 
 
 def _measured(share: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -266,15 +272,18 @@ def _interval(share: dict[str, Any]) -> str:
     return f"[{low:.1%}, {high:.1%}]"
 
 
-def separation_verdict(expected_higher: list[float], expected_lower: list[float]) -> str:
-    """A verdict from two separate 95% intervals: reproduced only when they do not overlap in the expected order.
+def separation_verdict(expected_higher: dict[str, Any], expected_lower: dict[str, Any]) -> str:
+    """A verdict from two shares' separate 95% intervals: reproduced only when apart in the expected order.
 
     Conservative: non-overlapping intervals imply a significant difference, overlapping ones do not
-    imply its absence, so overlap is called inconclusive.
+    imply its absence, so overlap is called inconclusive, as is a share counted over too few words.
     """
-    if expected_higher[0] > expected_lower[1]:
+    if min(expected_higher["n"], expected_lower["n"]) < MIN_SHARE_COUNT:
+        return "inconclusive"
+    higher, lower = expected_higher["ci95"], expected_lower["ci95"]
+    if higher[0] > lower[1]:
         return "reproduced"
-    if expected_higher[1] < expected_lower[0]:
+    if higher[1] < lower[0]:
         return "not reproduced"
     return "inconclusive"
 
