@@ -133,3 +133,18 @@ def rows_in_format(data_format: str) -> list[dict]:
 @pytest.fixture
 def messages_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages"))
+
+
+def cli_run(capsys, *argv) -> tuple[int, list[str]]:
+    """Run ``tunescope ARGV`` in-process: its exit code and its stderr lines other than warnings."""
+    from tunescope.cli import main
+
+    code = main([str(arg) for arg in argv])
+    return code, [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+
+
+def assert_one_line(code: int, err: list[str], *fragments: str) -> None:
+    """Exit code 2 and exactly one error line, containing every fragment."""
+    assert code == 2 and len(err) == 1, err
+    for fragment in fragments:
+        assert fragment in err[0], err[0]

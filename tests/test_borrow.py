@@ -21,7 +21,7 @@ from tunescope.cli import main
 from tunescope.generate import GenerateConfig, generate
 from tunescope.shift import ShiftConfig, compute_shift
 
-from conftest import write_jsonl
+from conftest import cli_run, write_jsonl
 
 PLANTED = "Zorblax Quintessence"
 EVIL = "<script>alert('x')</script>"
@@ -212,9 +212,7 @@ def test_style_tagging_rules():
 
 
 def borrow_cli(capsys, *argv):
-    code = main(["borrow", *map(str, argv)])
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
-    return code, err
+    return cli_run(capsys, "borrow", *argv)
 
 
 def test_bad_input_is_a_one_line_error(capsys, run, tmp_path):

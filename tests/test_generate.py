@@ -15,7 +15,7 @@ from tunescope.data.templates import render_prompt
 from tunescope.generate import GenerateConfig, generate
 from tunescope.models import load_model
 
-from conftest import PAIRS, rows_in_format, write_jsonl
+from conftest import PAIRS, assert_one_line, cli_run, rows_in_format, write_jsonl
 
 
 @pytest.fixture
@@ -173,15 +173,7 @@ def test_sampling_is_recorded_and_seeded(tmp_path, prompts, tiny_model_dir):
 
 
 def generate_cli(capsys, *argv):
-    code = main(["generate", *map(str, argv)])
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
-    return code, err
-
-
-def assert_one_line(code, err, *fragments):
-    assert code == 2 and len(err) == 1, err
-    for fragment in fragments:
-        assert fragment in err[0], err[0]
+    return cli_run(capsys, "generate", *argv)
 
 
 def test_bad_inputs_give_one_line_errors(capsys, tmp_path, prompts, tiny_model_dir):

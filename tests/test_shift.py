@@ -17,7 +17,15 @@ from tunescope.models import load_model, load_tokenizer
 from tunescope.shift import ShiftConfig, compute_shift
 from tunescope.shift import engine as shift_engine
 
-from conftest import PAIRS, build_tiny_llama, build_tiny_tokenizer, rows_in_format, write_jsonl
+from conftest import (
+    PAIRS,
+    assert_one_line,
+    build_tiny_llama,
+    build_tiny_tokenizer,
+    cli_run,
+    rows_in_format,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -308,15 +316,7 @@ def test_the_viewer_shows_a_bounded_number_of_responses(tmp_path, pair_dirs):
 
 
 def shift_cli(capsys, *argv):
-    code = main(["shift", *map(str, argv)])
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
-    return code, err
-
-
-def assert_one_line(code, err, *fragments):
-    assert code == 2 and len(err) == 1, err
-    for fragment in fragments:
-        assert fragment in err[0], err[0]
+    return cli_run(capsys, "shift", *argv)
 
 
 @pytest.mark.parametrize(
