@@ -496,3 +496,33 @@ class HFBackend:
     def close(self) -> None:
         """Drop the model."""
         self._loaded = None
+
+
+def backend_from_settings(settings: Any, model: str, *, json_mode: str, device: str | None) -> Backend:
+    """The backend ``settings.backend`` names ("openai" or "hf"), for ``model``.
+
+    ``settings`` carries the connection fields that the judge's and the rewriter's configs share:
+    ``base_url``, ``api_key_env``, ``temperature``, ``max_tokens``, ``timeout``, ``max_retries``,
+    ``backoff`` and ``concurrency``. ``json_mode`` "none" asks for plain-text replies.
+    """
+    if settings.backend == "openai":
+        assert settings.base_url  # checked by the config
+        return OpenAICompatibleBackend(
+            settings.base_url,
+            model,
+            api_key_env=settings.api_key_env,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            json_mode=json_mode,
+            timeout_s=settings.timeout,
+            max_retries=settings.max_retries,
+            backoff_s=settings.backoff,
+            concurrency=settings.concurrency,
+        )
+    return HFBackend(
+        model,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        device=device,
+        json_prefix=json_mode != "none",
+    )

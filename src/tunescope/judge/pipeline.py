@@ -35,7 +35,7 @@ from tunescope.distributed import (
 from tunescope.errors import UserError
 from tunescope.files import write_json, write_jsonl
 from tunescope.judge import aggregate, plots
-from tunescope.judge.backends import Backend, HFBackend, OpenAICompatibleBackend
+from tunescope.judge.backends import Backend, backend_from_settings
 from tunescope.judge.cache import ReplyCache, request_key
 from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
@@ -84,26 +84,8 @@ def stand_in_note(judge: dict[str, Any]) -> str:
 
 def build_backend(config: JudgeConfig, *, device: str | None = None) -> Backend:
     """The judge backend the settings name (``device``: where a local judge goes unless the settings say)."""
-    if config.backend == "openai":
-        assert config.base_url and config.judge_model  # checked by JudgeConfig
-        return OpenAICompatibleBackend(
-            config.base_url,
-            config.judge_model,
-            api_key_env=config.api_key_env,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-            json_mode=config.json_mode,
-            timeout_s=config.timeout,
-            max_retries=config.max_retries,
-            backoff_s=config.backoff,
-            concurrency=config.concurrency,
-        )
-    return HFBackend(
-        config.resolved_judge_model,
-        temperature=config.temperature,
-        max_tokens=config.max_tokens,
-        device=config.device or device,
-        json_prefix=config.json_mode != "none",
+    return backend_from_settings(
+        config, config.resolved_judge_model, json_mode=config.json_mode, device=config.device or device
     )
 
 

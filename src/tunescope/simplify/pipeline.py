@@ -26,7 +26,7 @@ from tunescope.data.formats import detect_format, to_messages
 from tunescope.data.readers import RawRecord, read_dataset
 from tunescope.errors import TunescopeError, UserError
 from tunescope.files import atomic_path, write_json
-from tunescope.judge.backends import Backend, HFBackend, OpenAICompatibleBackend, RequestFailed
+from tunescope.judge.backends import Backend, RequestFailed, backend_from_settings
 from tunescope.simplify.config import RUNTIME_SETTINGS, SimplifyConfig
 from tunescope.simplify.rules import (
     PROMPT_HASH,
@@ -72,27 +72,7 @@ def sibling(out: Path, suffix: str) -> Path:
 
 def build_backend(config: SimplifyConfig) -> Backend:
     """The rewriter backend the settings name (the judge's backends; plain-text replies)."""
-    if config.backend == "openai":
-        assert config.base_url and config.rewriter_model  # checked by SimplifyConfig
-        return OpenAICompatibleBackend(
-            config.base_url,
-            config.rewriter_model,
-            api_key_env=config.api_key_env,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-            json_mode="none",
-            timeout_s=config.timeout,
-            max_retries=config.max_retries,
-            backoff_s=config.backoff,
-            concurrency=config.concurrency,
-        )
-    return HFBackend(
-        config.resolved_rewriter_model,
-        temperature=config.temperature,
-        max_tokens=config.max_tokens,
-        device=config.device,
-        json_prefix=False,
-    )
+    return backend_from_settings(config, config.resolved_rewriter_model, json_mode="none", device=config.device)
 
 
 def _header(config: SimplifyConfig, fingerprint: str, data_format: str, backend: Backend) -> dict[str, Any]:
