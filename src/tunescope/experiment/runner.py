@@ -8,7 +8,6 @@ after each stage, so a report can be drawn from an unfinished experiment.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +128,7 @@ def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], 
     return Stage("probe", f"probe {cell}", settings, run, list(tuned.values()))
 
 
-def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: StageRunner) -> Stage | None:
-    if importlib.util.find_spec("tunescope.borrow") is None:
-        return None
-
+def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: StageRunner) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
         from tunescope.borrow import BorrowConfig, borrow
 
@@ -168,8 +164,8 @@ def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
                     stages[f"{method}/train"] = trained[method]
                     stages[f"{method}/generate"] = generations[method]
                     stages[f"{method}/shift"] = shifts[method]
-                    borrow = _borrow_stage(trained[method], shifts[method], base_generation, runner)
-                    if config.borrow and borrow:
+                    if config.borrow:
+                        borrow = _borrow_stage(trained[method], shifts[method], base_generation, runner)
                         stages[f"{method}/borrow"] = borrow
                 if config.judge is not None:
                     stages["judge"] = _judge_stage(config, {"base": base_generation, **generations}, runner, name)

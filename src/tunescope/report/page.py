@@ -138,10 +138,7 @@ def _probe_block(cell: Cell) -> dict[str, Any] | None:
 
 
 def _borrow_sections(cell: Cell) -> list[dict[str, str]]:
-    try:
-        from tunescope.borrow.report import render_section
-    except ImportError:  # an install without the borrow stage still gets a report
-        return []
+    from tunescope.borrow.report import render_section
 
     return [
         {"method": m, "html": render_section(run.borrow, title=f"Borrowing and style imitation: {m}", level=3)}
