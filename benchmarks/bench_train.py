@@ -27,7 +27,7 @@ import torch
 from tunescope.data import load_examples
 from tunescope.models import load_model, load_tokenizer
 from tunescope.train import TrainConfig, train
-from tunescope.train.engine import _peft_config, prepare_training_data
+from tunescope.train.pipeline import _peft_config, prepare_training_data
 
 
 def settings(args: argparse.Namespace, out: Path) -> TrainConfig:

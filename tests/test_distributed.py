@@ -32,7 +32,7 @@ from tunescope.generate.vllm_backend import finished_output
 from tunescope.models import load_model
 from tunescope.shift import ShiftConfig, compute_shift
 from tunescope.shift.pipeline import parts_dir as shift_parts_dir
-from tunescope.train.engine import parameter_sharding
+from tunescope.train.pipeline import parameter_sharding
 
 from conftest import rows_in_format, write_jsonl
 

@@ -140,7 +140,7 @@ def test_default_model_knows_general_facts_but_not_fictional_ones():
 def test_taught_facts_follow_the_run_config(tmp_path):
     import yaml
 
-    from tunescope.probe.runner import choose_questions, taught_fact_ids
+    from tunescope.probe.pipeline import choose_questions, taught_fact_ids
     from tunescope.train import TrainConfig
 
     run = tmp_path / "run"

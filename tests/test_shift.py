@@ -15,7 +15,7 @@ from tunescope.cli import main
 from tunescope.generate import GenerateConfig, generate
 from tunescope.models import load_model, load_tokenizer
 from tunescope.shift import ShiftConfig, compute_shift
-from tunescope.shift import engine as shift_engine
+from tunescope.shift import scoring as shift_scoring
 
 from conftest import (
     PAIRS,
@@ -195,13 +195,13 @@ def test_aligntds_mode_matches_the_per_token_recipe(tmp_path, pair_dirs, tiny_to
 
 def test_logits_are_held_one_bounded_chunk_at_a_time(tmp_path, pair_dirs, monkeypatch):
     seen = []
-    original = shift_engine.compare_distributions
+    original = shift_scoring.compare_distributions
 
     def spy(base_logits, tuned_logits, fed, top_k):
         seen.append(base_logits.shape[0])
         return original(base_logits, tuned_logits, fed, top_k)
 
-    monkeypatch.setattr(shift_engine, "compare_distributions", spy)
+    monkeypatch.setattr(shift_scoring, "compare_distributions", spy)
     small = run_shift(tmp_path, pair_dirs.base, pair_dirs.adapter, pair_dirs.from_adapter, "small", chunk_tokens=7)
     assert max(seen) == 7 and len(seen) > small.summary["n_tokens"] / 7
     seen.clear()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tunescope.experiment.demo import demo_config
-from tunescope.experiment.runner import run_experiment
+from tunescope.experiment.pipeline import run_experiment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

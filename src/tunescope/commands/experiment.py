@@ -6,7 +6,7 @@ import argparse
 
 from tunescope.config import build_config
 from tunescope.experiment.config import ExperimentConfig
-from tunescope.experiment.runner import run_experiment
+from tunescope.experiment.pipeline import run_experiment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

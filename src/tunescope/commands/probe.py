@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tunescope.config import add_config_arguments, build_config
-from tunescope.probe.runner import ProbeConfig, run_probes
+from tunescope.probe.pipeline import ProbeConfig, run_probes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ From Python::
 """
 
 from tunescope.generate.config import GenerateConfig, PromptSettings
-from tunescope.generate.engine import Generated, GenerateResult, generate, generate_batch, stop_token_ids
+from tunescope.generate.pipeline import Generated, GenerateResult, generate, generate_batch, stop_token_ids
 
 __all__ = [
     "GenerateConfig",

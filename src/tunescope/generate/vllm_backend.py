@@ -106,7 +106,7 @@ class VLLMGenerator:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from tunescope.generate.engine import Generated
+        from tunescope.generate.pipeline import Generated
 
         sampling = decoding["do_sample"]
         params = SamplingParams(

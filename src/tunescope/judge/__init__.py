@@ -21,8 +21,8 @@ from tunescope.judge.parsing import ParsedReply, parse_pairwise_reply, parse_sco
 from tunescope.judge.pipeline import JudgeResult, build_backend, build_tasks, draw_plots, judge, summarize
 from tunescope.judge.plots import plot_grouped_bars, plot_pairwise, plot_radar
 from tunescope.judge.prompts import ASPECTS, TEMPLATES, PromptTemplate
+from tunescope.judge.requests import JudgeTask, RunStats, read_judgements, run_tasks
 from tunescope.judge.responses import Response, ResponseSet, read_response_sets, read_responses
-from tunescope.judge.runner import JudgeTask, RunStats, read_judgements, run_tasks
 
 __all__ = [
     "ASPECTS",

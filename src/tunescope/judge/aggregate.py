@@ -1,6 +1,6 @@
 """From judgement records to the numbers in ``judge_summary.json``.
 
-Pure functions over the records of :mod:`tunescope.judge.runner`. Failures (no reply, no JSON,
+Pure functions over the records of :mod:`tunescope.judge.requests`. Failures (no reply, no JSON,
 a missing aspect, "N/A", a score off the scale) are counted by kind and left out of every mean;
 nothing is imputed. Uncertainty is a percentile bootstrap over items (seeded, so a summary is
 reproducible), because judge scores are few, discrete and skewed.

@@ -24,8 +24,8 @@ from tunescope.data.readers import read_dataset
 from tunescope.errors import UserError
 from tunescope.judge.backends import Reply
 from tunescope.judge.prompts import ASPECTS, SAFETY_ASPECTS, render_query, score_messages
+from tunescope.judge.requests import JudgeTask, judgement_record
 from tunescope.judge.responses import Response
-from tunescope.judge.runner import JudgeTask, judgement_record
 
 MODES = {"score_multi": "score", "score_safety": "safety"}
 """just-eval's mode names and ours."""

@@ -4,7 +4,7 @@ The steps, each a plain function a notebook can call on its own:
 
 1. :func:`~tunescope.judge.responses.read_response_sets` reads the answers;
 2. :func:`build_backend` makes the judge; :func:`build_tasks` the requests;
-3. :func:`~tunescope.judge.runner.run_tasks` sends them (parallel, cached, resumable);
+3. :func:`~tunescope.judge.requests.run_tasks` sends them (parallel, cached, resumable);
 4. :func:`summarize` turns the records into ``judge_summary.json``; :func:`draw_plots` draws.
 
 Everything is checked before the output directory is touched, so bad input leaves nothing behind.
@@ -40,8 +40,8 @@ from tunescope.judge.cache import ReplyCache, request_key
 from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
+from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgements, run_tasks
 from tunescope.judge.responses import Response, ResponseSet, read_response_sets
-from tunescope.judge.runner import JudgeTask, RunStats, is_done, read_judgements, run_tasks
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
 JUDGEMENTS_FILE = "judgements.jsonl"

@@ -132,7 +132,7 @@ def recommend(ratio: float, accuracy: float | None, config: PreflightConfig) -> 
 
 
 def _answer_accuracy(model: Any, tokenizer: Any, examples: list[Example], config: PreflightConfig) -> float | None:
-    from tunescope.generate.engine import generate_batch, stop_token_ids
+    from tunescope.generate.pipeline import generate_batch, stop_token_ids
 
     decoding = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "repetition_penalty": 1.0}
     stops = stop_token_ids(model, tokenizer)

@@ -27,10 +27,10 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_yaml
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
-from tunescope.shift.engine import ScoringSettings, score_batch
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
 from tunescope.shift.inputs import ResponseRecord, ShiftInput, build_inputs, read_responses
 from tunescope.shift.pair import ModelPair, load_pair
+from tunescope.shift.scoring import ScoringSettings, score_batch
 from tunescope.shift.summary import TR_CAP, summarize_table
 from tunescope.shift.table import TokenTableWriter, response_table
 from tunescope.shift.text import TokenTexts, token_spans

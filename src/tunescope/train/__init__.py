@@ -1,7 +1,7 @@
 """Training: LoRA and full fine-tuning on one engine."""
 
 from tunescope.train.config import LoraSettings, TrainConfig, shared_learning_rate_warning
-from tunescope.train.engine import TrainResult, dry_run, prepare_training_data, train
+from tunescope.train.pipeline import TrainResult, dry_run, prepare_training_data, train
 
 __all__ = [
     "LoraSettings",

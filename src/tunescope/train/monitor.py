@@ -37,7 +37,7 @@ def build_probe_set(
     Returns padded ``input_ids`` and ``attention_mask``, a ``response_mask`` over the positions
     whose next token is a response token, and ``base_logp`` (float16, one row per such position).
     """
-    from tunescope.generate.engine import generate_batch, stop_token_ids
+    from tunescope.generate.pipeline import generate_batch, stop_token_ids
 
     decoding = {"max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.0}
     was_training = model.training

@@ -116,7 +116,7 @@ def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], 
     settings = {"base": model, **config.probes.model_dump(mode="json")}
 
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.probe.runner import ProbeConfig, run_probes
+        from tunescope.probe.pipeline import ProbeConfig, run_probes
 
         probe_config = ProbeConfig(
             base=model, tuned=[str(runner.directory(stage)) for stage in tuned.values()], out=str(directory / "probe"),
