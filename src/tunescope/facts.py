@@ -198,7 +198,7 @@ def probe_questions(facts: list[Fact], seed: int = 0) -> list[ProbeQuestion]:
 
 def shipped_facts() -> list[Fact]:
     """The fact set shipped with tunescope (``generate_facts()`` with its defaults, frozen to a file)."""
-    text = resources.files("tunescope.probe").joinpath("data/fictional_facts.jsonl").read_text(encoding="utf-8")
+    text = resources.files("tunescope").joinpath("probe/data/fictional_facts.jsonl").read_text(encoding="utf-8")
     return [Fact(**json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
