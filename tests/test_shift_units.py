@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from tunescope.distributions import classify, entropy, kl_divergence, log_probs, rank_of
 from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens, sentence_spans
-from tunescope.shift.metrics import classify, compare_distributions, entropy, kl_divergence, log_probs, rank_of
+from tunescope.shift.metrics import compare_distributions
 from tunescope.shift.summary import summarize_columns
 from tunescope.shift.text import token_spans
 

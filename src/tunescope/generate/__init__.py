@@ -8,14 +8,11 @@ From Python::
 """
 
 from tunescope.generate.config import GenerateConfig, PromptSettings
-from tunescope.generate.pipeline import Generated, GenerateResult, generate, generate_batch, stop_token_ids
+from tunescope.generate.pipeline import GenerateResult, generate
 
 __all__ = [
     "GenerateConfig",
     "GenerateResult",
-    "Generated",
     "PromptSettings",
     "generate",
-    "generate_batch",
-    "stop_token_ids",
 ]

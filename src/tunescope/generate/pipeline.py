@@ -18,6 +18,7 @@ from typing import Any
 
 from tunescope.data import Example, load_examples, render_prompt
 from tunescope.data.templates import apply_template_choice
+from tunescope.decoding import Generated, generate_batch, stop_token_ids
 from tunescope.distributed import (
     busy_part_files,
     gather_counts,
@@ -49,16 +50,6 @@ class GenerateResult:
     """Processes that shared the work."""
 
 
-@dataclass(frozen=True)
-class Generated:
-    """One decoded response."""
-
-    token_ids: list[int]
-    """Output token ids, up to and including the stop token when there is one."""
-    finish_reason: str
-    """'stop' (a stop token was produced) or 'length' (max_new_tokens reached)."""
-
-
 def resolve_precision(precision: str) -> str:
     """'auto' → bf16 on a CUDA GPU with bf16 support, fp32 elsewhere (bf16 is slow on most CPUs)."""
     import torch
@@ -66,56 +57,6 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Tokens that end a response: the model's generation-config EOS ids and the tokenizer's EOS."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list) else [configured]
-    return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
-
-
-def generate_batch(
-    model: Any, tokenizer: Any, prompts: list[list[int]], decoding: dict[str, Any], stop_ids: list[int]
-) -> list[Generated]:
-    """Decode a batch of tokenized prompts together.
-
-    Args:
-        model: A causal LM (transformers or PEFT), in eval mode.
-        tokenizer: Its tokenizer (for the padding id).
-        prompts: Prompt token ids, one list per prompt.
-        decoding: ``GenerateConfig.decoding()`` output: greedy or sampling settings.
-        stop_ids: Token ids that end a response.
-    """
-    import torch
-    from transformers import GenerationConfig
-
-    device = next(model.parameters()).device
-    width = max(len(prompt) for prompt in prompts)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):  # left padding: every row's next token comes after column `width`
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
-    options = {key: decoding[key] for key in ("temperature", "top_p", "top_k") if key in decoding}
-    config = GenerationConfig(
-        max_new_tokens=decoding["max_new_tokens"],
-        do_sample=decoding["do_sample"],
-        repetition_penalty=decoding["repetition_penalty"],
-        pad_token_id=pad_id,
-        eos_token_id=stop_ids,
-        **options,
-    )
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
-        )
-    results = []
-    for row in output[:, width:].tolist():
-        stop = next((i for i, token in enumerate(row) if token in stop_ids), None)
-        results.append(Generated(row[: stop + 1], "stop") if stop is not None else Generated(row, "length"))
-    return results
 
 
 def _record(

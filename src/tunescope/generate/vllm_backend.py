@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunescope.decoding import Generated
 from tunescope.errors import UserError
 from tunescope.models import ModelSource
 
@@ -105,8 +106,6 @@ class VLLMGenerator:
         """Decode ``prompts`` (token ids) with ``decoding`` (see ``GenerateConfig.decoding``); one result each."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-
-        from tunescope.generate.pipeline import Generated
 
         sampling = decoding["do_sample"]
         params = SamplingParams(

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from tunescope.data import DataSettings, Example, load_examples, render_prompt, tokenize_examples
 from tunescope.data.templates import apply_template_choice
+from tunescope.decoding import generate_batch, stop_token_ids
 from tunescope.models import ModelSettings
 
 Recommendation = Literal["lora_is_enough", "continued_pretraining_first", "full_finetuning_overwrites"]
@@ -132,8 +133,6 @@ def recommend(ratio: float, accuracy: float | None, config: PreflightConfig) -> 
 
 
 def _answer_accuracy(model: Any, tokenizer: Any, examples: list[Example], config: PreflightConfig) -> float | None:
-    from tunescope.generate.pipeline import generate_batch, stop_token_ids
-
     decoding = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "repetition_penalty": 1.0}
     stops = stop_token_ids(model, tokenizer)
     verdicts = []

@@ -10,21 +10,12 @@ from typing import Any
 
 import torch
 
+from tunescope.decoding import pad_batch
+
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _pad(sequences: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return ids, mask
 
 
 def _token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, last: int = 0) -> torch.Tensor:
@@ -73,7 +64,9 @@ def continuation_logprobs(
     ]
     scores: list[float] = []
     for batch in _batches(pairs, batch_size):
-        ids, mask = _pad([prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id, left=True)
+        ids, mask = pad_batch(
+            [prompt + continuation for prompt, continuation in batch], tokenizer.pad_token_id, left=True
+        )
         longest = max(len(continuation) for _, continuation in batch)
         logprobs = _token_logprobs(model, ids, mask, last=longest)
         scores += [
@@ -87,7 +80,7 @@ def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], max_length: in
     sequences = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
     total, count = 0.0, 0
     for batch in _batches(sequences, batch_size):
-        ids, mask = _pad(list(batch), tokenizer.pad_token_id)
+        ids, mask = pad_batch(list(batch), tokenizer.pad_token_id)
         logprobs = _token_logprobs(model, ids, mask)
         valid = mask[:, 1:].bool()
         total -= logprobs[valid].sum().item()
@@ -106,8 +99,8 @@ def response_loss(model: Any, examples: Sequence[Any], pad_id: int, batch_size: 
 
     total, count = 0.0, 0
     for batch in _batches(list(examples), batch_size):
-        ids, mask = _pad([example.input_ids for example in batch], pad_id)
-        labels, _ = _pad([example.labels for example in batch], IGNORE_INDEX)
+        ids, mask = pad_batch([example.input_ids for example in batch], pad_id)
+        labels, _ = pad_batch([example.labels for example in batch], IGNORE_INDEX)
         logprobs = _token_logprobs(model, ids, mask)
         trained = (labels[:, 1:] != IGNORE_INDEX) & mask[:, 1:].bool()
         total -= logprobs[trained].sum().item()

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tunescope.decoding import pad_batch
+from tunescope.distributions import classify
 from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
 from tunescope.shift.config import Mode
 from tunescope.shift.inputs import ShiftInput
-from tunescope.shift.metrics import classify, compare_distributions
+from tunescope.shift.metrics import compare_distributions
 from tunescope.shift.pair import ModelPair, Side
 from tunescope.shift.text import TokenTexts
 
@@ -49,17 +51,6 @@ class ScoringSettings:
     """Compatibility-mode knobs."""
 
 
-def _padded(sequences: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-padded ids (padding id 0, never attended to) and the attention mask."""
-    length = max(len(sequence) for sequence in sequences)
-    ids = torch.zeros(len(sequences), length, dtype=torch.long)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _predicting_positions(
     prompt_lengths: list[int], response_lengths: list[int], device: torch.device
 ) -> tuple[Tensor, Tensor]:
@@ -73,9 +64,10 @@ def _side_features(pair: ModelPair, side: Side, batch: list[ShiftInput]) -> Tens
     """``side``'s features at every response position of the batch, in response order."""
     prompts = [x.tuned_prompt_ids if side == "tuned" else x.base_prompt_ids for x in batch]
     lengths = [len(x.response_ids) for x in batch]
-    ids, mask = _padded([p + x.response_ids for p, x in zip(prompts, batch, strict=True)], pair.device)
+    # Right padding: positions count from 0 in every row; the padding id is never attended to.
+    ids, mask = pad_batch([p + x.response_ids for p, x in zip(prompts, batch, strict=True)], 0)
     rows, cols = _predicting_positions([len(p) for p in prompts], lengths, pair.device)
-    return pair.features(side, ids, mask, rows, cols)
+    return pair.features(side, ids.to(pair.device), mask.to(pair.device), rows, cols)
 
 
 def _exact_chunk(base_logits: Tensor, tuned_logits: Tensor, fed: Tensor, settings: ScoringSettings) -> Columns:

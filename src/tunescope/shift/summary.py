@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from tunescope.distributions import CLASSES
 from tunescope.shift.initiation import SEGMENTER
-from tunescope.shift.metrics import CLASSES
 
 SUMMARY_COLUMNS = [
     "example_index", "position", "relative_position", "token_id", "token", "klass", "base_rank", "base_prob",

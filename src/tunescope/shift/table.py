@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunescope.shift.metrics import CLASSES
+from tunescope.distributions import CLASSES
 
 SCHEMA = pa.schema(
     [

@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
-from tunescope.shift.metrics import classify, kl_divergence, log_probs, rank_of
+from tunescope.decoding import generate_batch, stop_token_ids
+from tunescope.distributions import classify, kl_divergence, log_probs, rank_of
 
 MONITOR_FILE = "monitor.safetensors"
 
@@ -37,8 +38,6 @@ def build_probe_set(
     Returns padded ``input_ids`` and ``attention_mask``, a ``response_mask`` over the positions
     whose next token is a response token, and ``base_logp`` (float16, one row per such position).
     """
-    from tunescope.generate.pipeline import generate_batch, stop_token_ids
-
     decoding = {"max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.0}
     was_training = model.training
     model.eval()
