@@ -6,6 +6,7 @@ Each stage's own settings are the ones its command takes: ``train`` holds TrainC
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -102,14 +103,4 @@ class ExperimentConfig(Config):
 
 
 def _short(source: str) -> str:
-    from pathlib import Path
-
     return Path(source).stem or source.replace("/", "_")
-
-
-def display_name(model: str) -> str:
-    """A model's name for labels: a local path's last part, else the name as given (asset or hub id)."""
-    from pathlib import Path
-
-    path = Path(model).expanduser()
-    return path.name if path.exists() else model

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunescope.display import display_name
 from tunescope.errors import UserError
-from tunescope.experiment.config import DatasetSpec, ExperimentConfig, display_name
+from tunescope.experiment.config import DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
 from tunescope.files import write_json, write_jsonl
 

@@ -12,24 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunescope.display import pyplot
 from tunescope.files import atomic_path
 from tunescope.judge.prompts import SCORE_RANGE
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(figure: Any, out: Path) -> Path:
     figure.tight_layout()
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png")
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return out
 
 
@@ -48,7 +40,7 @@ def plot_radar(models: dict[str, dict[str, Any]], aspects: list[str], out: Path,
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     low, high = SCORE_RANGE
     angles = np.linspace(0, 2 * np.pi, len(aspects), endpoint=False).tolist()
     figure, axes = plt.subplots(figsize=(6, 6), dpi=120, subplot_kw={"polar": True})
@@ -72,7 +64,7 @@ def plot_grouped_bars(
     """Bars of each aspect's mean score, one bar per model, with bootstrap 95% intervals."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     low, high = SCORE_RANGE
     width = 0.8 / max(1, len(models))
     positions = np.arange(len(aspects))
@@ -100,7 +92,7 @@ def plot_grouped_bars(
 
 def plot_pairwise(pair: dict[str, Any], aspects: list[str], out: Path, *, stand_in: bool = False) -> Path:
     """Stacked horizontal bars: share of wins, ties and losses of the first model per aspect."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.6 * len(aspects) + 2), dpi=120)
     left = [0.0] * len(aspects)
     outcomes = {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunescope.display import display_name
 from tunescope.errors import UserError
 
 MANIFEST = "experiment.json"
@@ -68,8 +69,6 @@ class Cell:
     @property
     def name(self) -> str:
         """How the report names the cell."""
-        from tunescope.experiment.config import display_name
-
         return f"{display_name(self.model)} · {self.dataset} · n={self.subset_size or 'all'}"
 
 

@@ -5,39 +5,28 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from tunescope.experiment.config import display_name
+from tunescope.display import display_name, ema, pyplot
 from tunescope.report.collect import Cell, probe_results
 
 COLOURS = {"lora": "#2b8cbe", "full": "#e34a33", "base": "#636363"}
 CLASS_COLOURS = {"unshifted": "#74c476", "marginal": "#fdae6b", "shifted": "#de2d26"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=110)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return buffer.getvalue()
 
 
 def loss_curves(cell: Cell) -> bytes | None:
     """Training loss per optimizer step, raw and smoothed, one colour per method."""
-    from tunescope.train.plot import ema
-
     runs = {m: [row for row in run.metrics if "loss" in row] for m, run in cell.runs.items()}
     runs = {m: rows for m, rows in runs.items() if rows}
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 3.6))
     for method, rows in runs.items():
         steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
@@ -55,7 +44,7 @@ def monitor_curves(cell: Cell) -> bytes | None:
     runs = {m: rows for m, rows in runs.items() if rows}
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, (kl_axes, share_axes) = plt.subplots(1, 2, figsize=(9, 3.4))
     for method, rows in runs.items():
         steps = [r["step"] for r in rows]
@@ -81,7 +70,7 @@ def tds_by_size(cells: list[Cell]) -> bytes | None:
     if not series:
         return None
     sizes = sorted({size for points in series.values() for size, _ in points})
-    plt = _pyplot()
+    plt = pyplot()
     figure, panels = plt.subplots(1, 3, figsize=(11, 3.4))
     metrics = (("kl_mean", "KL divergence"), ("base_prob_mean", "Base probability"), ("base_rank_mean", "Base rank"))
     for axes, (metric, title) in zip(panels, metrics, strict=True):
@@ -106,7 +95,7 @@ def class_shares(cell: Cell) -> bytes | None:
     runs = {m: run.shift for m, run in cell.runs.items() if run.shift}
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 1.2 + 0.5 * len(runs)))
     for row, summary in enumerate(runs.values()):
         left = 0.0
@@ -124,7 +113,7 @@ def initiation(cell: Cell) -> bytes | None:
     runs = {m: r.shift["initiation"] for m, r in cell.runs.items() if r.shift and r.shift.get("initiation")}
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
     for index, (method, split) in enumerate(runs.items()):
         for offset, (part, label) in enumerate((("kl_first", "first 5%"), ("kl_rest", "rest"))):
@@ -155,7 +144,7 @@ def top_tokens(cell: Cell, limit: int = 15) -> bytes | None:
             runs[method] = sorted(counts.items(), key=lambda item: -item[1])[:limit]
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, panels = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 0.6 + 0.28 * limit), squeeze=False)
     for axes, (method, counts) in zip(panels[0], runs.items(), strict=True):
         labels = [repr(token)[1:-1] for token, _ in reversed(counts)]
@@ -170,7 +159,7 @@ def probe_bars(cell: Cell) -> bytes | None:
     results = probe_results(cell)
     if not results:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, (facts, general) = plt.subplots(1, 2, figsize=(9, 3.2))
     labels = list(results)
     colours = [COLOURS.get(label, "#999999") for label in labels]

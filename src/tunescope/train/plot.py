@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunescope.display import ema
 from tunescope.files import atomic_path
-
-
-def ema(values: list[float], weight: float = 0.9) -> list[float]:
-    """Exponential moving average with bias correction (TensorBoard's smoothing)."""
-    smoothed, last, count = [], 0.0, 0
-    for value in values:
-        count += 1
-        last = weight * last + (1 - weight) * value
-        smoothed.append(last / (1 - weight**count))
-    return smoothed
+from tunescope.train.monitor import read_monitor
 
 
 def plot_loss(metrics: Path, out: Path, title: str = "training loss") -> Path:
@@ -48,8 +40,6 @@ def plot_monitor(metrics: Path, out: Path, title: str = "shift from the base mod
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tunescope.train.monitor import read_monitor
 
     rows = read_monitor(metrics)
     steps = [row["step"] for row in rows]
