@@ -22,8 +22,9 @@ from tunescope.judge import (
     score_summary,
 )
 from tunescope.judge.aggregate import spearman
-from tunescope.judge.backends import chat_completions_url, public_url
-from tunescope.judge.prompts import PromptTemplate, reply_prefix, reply_schema, score_messages
+from tunescope.judge.prompts import PromptTemplate, reply_schema, score_messages
+from tunescope.llm.http import chat_completions_url, public_url
+from tunescope.llm.local import reply_prefix
 
 from conftest import write_jsonl
 

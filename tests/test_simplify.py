@@ -9,7 +9,7 @@ import pytest
 
 from tunescope.cli import main
 from tunescope.errors import TunescopeError, UserError
-from tunescope.judge.backends import Reply
+from tunescope.llm import Reply
 from tunescope.simplify import SimplifyConfig, keep_reason, simplify
 from tunescope.simplify.rules import clean_reply, response_slots, rewrite_messages, with_responses
 
@@ -270,9 +270,9 @@ def test_progress_of_other_settings_and_bad_input_are_one_line_errors(capsys, tm
 
 class _RefusingBackend(CrashingBackend):
     def complete(self, messages, schema=None):
-        from tunescope.judge.backends import JudgeBackendError
+        from tunescope.llm import BackendError
 
-        raise JudgeBackendError("refused with HTTP 401")
+        raise BackendError("refused with HTTP 401")
 
 
 def test_a_local_model_rewrites_through_the_hf_backend(tmp_path, tiny_model_dir):

@@ -8,13 +8,11 @@ From Python::
                                base_url="http://127.0.0.1:8000/v1", judge_model="my-judge", out="runs/judge"))
     print(result.summary["models"])
 
-The pieces (prompts, parsing, backends, cache, runner, aggregates, plots) are importable one by
-one; see each module.
+The pieces (prompts, parsing, requests, aggregates, plots) are importable one by one; see each
+module. The backends and the reply cache are :mod:`tunescope.llm`'s, shared with `tunescope simplify`.
 """
 
 from tunescope.judge.aggregate import bootstrap_ci, pairwise_summary, score_summary
-from tunescope.judge.backends import HFBackend, JudgeBackendError, OpenAICompatibleBackend, Reply, RequestFailed
-from tunescope.judge.cache import ReplyCache, request_key
 from tunescope.judge.config import JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.parsing import ParsedReply, parse_pairwise_reply, parse_score_reply
@@ -27,17 +25,11 @@ from tunescope.judge.responses import Response, ResponseSet, read_response_sets,
 __all__ = [
     "ASPECTS",
     "TEMPLATES",
-    "HFBackend",
-    "JudgeBackendError",
     "JudgeConfig",
     "JudgeResult",
     "JudgeTask",
-    "OpenAICompatibleBackend",
     "ParsedReply",
     "PromptTemplate",
-    "Reply",
-    "ReplyCache",
-    "RequestFailed",
     "Response",
     "ResponseSet",
     "RunStats",
@@ -57,7 +49,6 @@ __all__ = [
     "read_judgements",
     "read_response_sets",
     "read_responses",
-    "request_key",
     "run_tasks",
     "score_summary",
     "summarize",

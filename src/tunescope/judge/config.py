@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunescope.config import Config
-from tunescope.judge.backends import JsonMode
+from tunescope.llm import JsonMode
 
 DEFAULT_LOCAL_JUDGE = "smollm2"
 """The hf backend's default judge: small enough for any laptop, so labelled a stand-in."""

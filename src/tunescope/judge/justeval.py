@@ -22,10 +22,10 @@ from typing import Any
 
 from tunescope.data.readers import read_dataset
 from tunescope.errors import UserError
-from tunescope.judge.backends import Reply
 from tunescope.judge.prompts import ASPECTS, SAFETY_ASPECTS, render_query, score_messages
 from tunescope.judge.requests import JudgeTask, judgement_record
 from tunescope.judge.responses import Response
+from tunescope.llm import Reply
 
 MODES = {"score_multi": "score", "score_safety": "safety"}
 """just-eval's mode names and ours."""

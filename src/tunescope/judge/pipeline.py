@@ -35,13 +35,12 @@ from tunescope.distributed import (
 from tunescope.errors import UserError
 from tunescope.files import write_json, write_jsonl
 from tunescope.judge import aggregate, plots
-from tunescope.judge.backends import Backend, backend_from_settings
-from tunescope.judge.cache import ReplyCache, request_key
 from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
 from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgements, run_tasks
 from tunescope.judge.responses import Response, ResponseSet, read_response_sets
+from tunescope.llm import Backend, ReplyCache, backend_from_settings, request_key
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
 JUDGEMENTS_FILE = "judgements.jsonl"
@@ -85,7 +84,11 @@ def stand_in_note(judge: dict[str, Any]) -> str:
 def build_backend(config: JudgeConfig, *, device: str | None = None) -> Backend:
     """The judge backend the settings name (``device``: where a local judge goes unless the settings say)."""
     return backend_from_settings(
-        config, config.resolved_judge_model, json_mode=config.json_mode, device=config.device or device
+        config,
+        config.resolved_judge_model,
+        json_mode=config.json_mode,
+        device=config.device or device,
+        model_flag="--judge-model",
     )
 
 
@@ -333,7 +336,7 @@ def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
 
     Raises:
         UserError: for bad input or an output directory that holds something else.
-        JudgeBackendError: when the judge refuses every request or stops answering.
+        BackendError: when the judge refuses every request or stops answering.
     """
     state = process_state()
     if config.import_justeval:

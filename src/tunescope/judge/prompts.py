@@ -236,16 +236,3 @@ def reply_schema(mode: Mode) -> dict[str, Any]:
         }
         properties = {aspect: verdict for aspect in template.aspects}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
-
-
-def reply_prefix(schema: dict[str, Any]) -> str:
-    """The opening of a valid reply, up to the first free text: ``{"helpfulness": {"reason": "``.
-
-    A local model has no constrained decoding; starting its reply with this prefix puts it on the
-    schema's track (a small model otherwise tends to answer the query instead of judging it).
-    """
-    key = schema["required"][0]
-    value = schema["properties"][key]
-    if value.get("type") == "object":
-        return f'{{"{key}": {reply_prefix(value)}'
-    return f'{{"{key}": "' if value.get("type") == "string" else f'{{"{key}": '

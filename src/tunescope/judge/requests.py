@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.errors import UserError
-from tunescope.judge.backends import Backend, JudgeBackendError, Reply, RequestFailed
-from tunescope.judge.cache import ReplyCache
 from tunescope.judge.parsing import REQUEST_FAILURE, ParsedReply, parse_reply
+from tunescope.llm import Backend, BackendError, Reply, ReplyCache, RequestFailed
 
 RECORD_SCHEMA = "tunescope.judgement/1"
 
@@ -50,7 +49,7 @@ class JudgeTask:
     messages: list[dict[str, str]]
     """The exact messages sent to the judge."""
     request_key: str
-    """Cache key of the request (see :func:`tunescope.judge.cache.request_key`)."""
+    """Cache key of the request (see :func:`tunescope.llm.request_key`)."""
     schema: dict[str, Any] | None = None
     """JSON schema of a valid reply, for backends that constrain output."""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -200,7 +199,7 @@ def run_tasks(
         progress: Called with the number of tasks finished since the last call.
 
     Raises:
-        JudgeBackendError: when the backend refuses all requests or too many fail in a row.
+        BackendError: when the backend refuses all requests or too many fail in a row.
     """
     existing = read_judgements(log_path)
     stats = RunStats(records={})
@@ -281,7 +280,7 @@ def _send(
                 for task in group:
                     write(judgement_record(task, judge, prompts[task.mode], error=err))
                 if consecutive_errors >= give_up_after:
-                    raise JudgeBackendError(
+                    raise BackendError(
                         f"{consecutive_errors} judge requests in a row failed (last: {err}); stopping. "
                         "Rerun the same command to resume once the endpoint works."
                     ) from None

@@ -26,7 +26,7 @@ from tunescope.data.formats import detect_format, to_messages
 from tunescope.data.readers import RawRecord, read_dataset
 from tunescope.errors import TunescopeError, UserError
 from tunescope.files import atomic_path, write_json
-from tunescope.judge.backends import Backend, RequestFailed, backend_from_settings
+from tunescope.llm import Backend, RequestFailed, backend_from_settings
 from tunescope.simplify.config import RUNTIME_SETTINGS, SimplifyConfig
 from tunescope.simplify.rules import (
     PROMPT_HASH,
@@ -71,8 +71,10 @@ def sibling(out: Path, suffix: str) -> Path:
 
 
 def build_backend(config: SimplifyConfig) -> Backend:
-    """The rewriter backend the settings name (the judge's backends; plain-text replies)."""
-    return backend_from_settings(config, config.resolved_rewriter_model, json_mode="none", device=config.device)
+    """The rewriter backend the settings name (plain-text replies)."""
+    return backend_from_settings(
+        config, config.resolved_rewriter_model, json_mode="none", device=config.device, model_flag="--rewriter-model"
+    )
 
 
 def _header(config: SimplifyConfig, fingerprint: str, data_format: str, backend: Backend) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""On-disk cache of judge replies, so that no request is ever paid for twice.
+"""On-disk cache of model replies, so that no request is ever paid for twice.
 
-The key is :func:`request_key`: the SHA-256 of the backend's identity (judge model and decoding
+The key is :func:`request_key`: the SHA-256 of the backend's identity (model and decoding
 settings) and the exact messages, which embed the prompt template and its version. The value is
 the raw reply text with its finish reason and token usage; parsing happens after the cache, so a
 better parser re-reads old replies for free.
@@ -21,27 +21,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunescope.assets import cache_dir
 from tunescope.errors import UserError
-from tunescope.judge.backends import Reply
+from tunescope.llm.base import Reply
 
 CACHE_FILE = "replies.sqlite"
 
 
 def request_key(identity: dict[str, Any], messages: list[dict[str, str]], schema: dict[str, Any] | None) -> str:
-    """The cache key of one request: SHA-256 of judge identity, messages and reply schema."""
+    """The cache key of one request: SHA-256 of the backend's identity, the messages and the reply schema."""
+    # The identity's key is "judge" because the judge's caches were the first: keys stay the same.
     payload = json.dumps({"judge": identity, "messages": messages, "schema": schema}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def default_cache_dir() -> Path:
-    """``<tunescope cache>/judge``."""
-    from tunescope.assets import cache_dir
-
+    """``<tunescope cache>/judge`` (the judge's replies, where caches have always been)."""
     return cache_dir() / "judge"
 
 
 class ReplyCache:
-    """A persistent map from request key to :class:`~tunescope.judge.backends.Reply`."""
+    """A persistent map from request key to :class:`~tunescope.llm.base.Reply`."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
         """Open (creating if needed) the cache in ``directory`` (default: :func:`default_cache_dir`).
