@@ -18,11 +18,12 @@ from tunescope.judge import (
     parse_pairwise_reply,
     parse_score_reply,
     read_judgements,
-    read_responses,
+    read_response_set,
     score_summary,
 )
 from tunescope.judge.aggregate import spearman
 from tunescope.judge.prompts import PromptTemplate, reply_schema, score_messages
+from tunescope.judge.responses import answer_tokens, answer_words
 from tunescope.llm.http import chat_completions_url, public_url
 from tunescope.llm.local import reply_prefix
 
@@ -238,25 +239,25 @@ def test_reads_generate_and_just_eval_formats(tmp_path):
              "category": "coding, math"},
         ],
     )  # fmt: skip
-    response_set = read_responses(generated)
+    response_set = read_response_set(generated)
     response = response_set.responses[0]
     assert response_set.label == "runs/lora" and response.id == "7"
-    assert response.conversation == [{"role": "user", "content": "Q?"}]
-    assert response.output_tokens == 3 and response.tags == ("coding", "math") and response.words == 1
+    assert response.messages == [{"role": "user", "content": "Q?"}]
+    assert answer_tokens(response) == 3 and response.tags == ("coding", "math") and answer_words(response) == 1
 
     with_answer = write_jsonl(
         tmp_path / "with_answer.jsonl",
         [{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "ref"}], "output": "A"}],
     )
-    assert read_responses(with_answer).responses[0].conversation == [{"role": "user", "content": "Q?"}]
+    assert read_response_set(with_answer).responses[0].messages == [{"role": "user", "content": "Q?"}]
 
     just_eval = tmp_path / "model_outputs.json"
     just_eval.write_text(json.dumps([{"id": 0, "instruction": "Name a colour.", "output": "Blue", "generator": "x"}]))
-    assert read_responses(just_eval).responses[0].conversation == [{"role": "user", "content": "Name a colour."}]
+    assert read_response_set(just_eval).responses[0].messages == [{"role": "user", "content": "Name a colour."}]
 
     judged = tmp_path / "judged.json"
     judged.write_text(json.dumps([{"id": 1, "input": "Hi", "output_cand": "Hello", "generator_cand": "y"}]))
-    judged_set = read_responses(judged, label="mine")
+    judged_set = read_response_set(judged, label="mine")
     assert judged_set.label == "mine" and judged_set.responses[0].output == "Hello"
 
 
@@ -267,13 +268,13 @@ def test_reads_generate_and_just_eval_formats(tmp_path):
         ([{"id": 1, "output": "a"}], "line 1: no prompt"),
         ([{"id": 1, "instruction": "q", "output": 3}], "field 'output' must be a string"),
         ([{"id": 1, "instruction": "q", "output": "a"}, {"id": 1, "instruction": "r", "output": "b"}],
-         "line 2: duplicate id '1'"),
+         "line 2: repeats id '1'"),
         ([{"instruction": "q", "output": "a", "tags": {"x": 1}}], "field 'tags' must be a string or a list"),
     ],
 )  # fmt: skip
 def test_bad_responses_name_the_line_and_field(tmp_path, rows, message):
     with pytest.raises(UserError, match=message):
-        read_responses(write_jsonl(tmp_path / "bad.jsonl", rows))
+        read_response_set(write_jsonl(tmp_path / "bad.jsonl", rows))
 
 
 def test_base_url_forms_and_credentials_never_recorded():
@@ -327,7 +328,7 @@ def test_import_just_eval_parses_strictly_and_summarises(tmp_path):
 
 def test_export_then_import_round_trips(tmp_path):
     data = write_jsonl(tmp_path / "answers.jsonl", [{"id": "q1", "instruction": "Name a colour.", "output": "Blue."}])
-    response = read_responses(data, label="lora").responses[0]
+    response = read_response_set(data, label="lora").responses[0]
     parsed = parse_score_reply(GOOD_TEXT.replace('"score": 2', '"score": "N/A"'), ASPECTS)
     ours = {
         "item_id": "q1", "model": "lora", "mode": "score", "status": parsed.status, "scores": parsed.scores,

@@ -1,6 +1,6 @@
 """Model answers the analysis reads or asks for: the tuned responses, the base model's, counterfactuals.
 
-Reading reuses `tunescope shift`'s parser of responses files (same fields, same one-line errors);
+Answers are the records of responses files (:class:`~tunescope.generate.store.ResponseRecord`);
 asking reuses `tunescope generate`, so that new answers are ordinary, resumable responses files
 with exact token ids and their generation settings recorded.
 """
@@ -8,63 +8,28 @@ with exact token ids and their generation settings recorded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunescope.data.formats import Message
-from tunescope.data.readers import read_dataset
 from tunescope.errors import UserError
 from tunescope.files import write_jsonl
-from tunescope.shift.inputs import read_responses
+from tunescope.generate import GenerateConfig, generate
+from tunescope.generate.store import ResponseRecord, read_responses
 
 DEFAULT_MAX_NEW_TOKENS = 512
 """Longest new answer when the tuned responses do not record their own limit."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One answer to one prompt."""
-
-    id: str
-    """The prompt's id."""
-    messages: list[Message]
-    """The conversation before the answer."""
-    instruction: str
-    """The last user turn ("" when unknown)."""
-    output: str
-    """The answer text."""
-    finish_reason: str | None
-    """``stop`` or ``length`` (cut by the generation limit), when recorded."""
-    generation: dict[str, Any] | None
-    """How the answer was generated, when recorded."""
-
-
-def read_answers(path: str | Path) -> dict[str, Answer]:
-    """The answers in a responses file (`tunescope generate` output or records with messages and output).
+def read_answers(path: str | Path) -> dict[str, ResponseRecord]:
+    """The answers in a responses file, by prompt id (see :mod:`tunescope.generate.store` for the accepted shapes).
 
     Raises:
-        UserError: naming the file and line of a malformed record (see ``read_responses``).
+        UserError: naming the file and line of a malformed record.
     """
-    records = read_responses(path)
-    finish = {
-        str(raw.fields["id"]) if raw.fields.get("id") is not None else str(raw.row): raw.fields.get("finish_reason")
-        for raw in read_dataset(str(Path(path).expanduser())).records
-    }
-    return {
-        record.example_id: Answer(
-            id=record.example_id,
-            messages=list(record.messages or []),
-            instruction=record.instruction or "",
-            output=record.output or "",
-            finish_reason=finish.get(record.example_id),
-            generation=record.generation,
-        )
-        for record in records
-    }
+    return {record.id: record for record in read_responses(path)}
 
 
-def generation_settings(answers: dict[str, Answer]) -> dict[str, Any]:
+def generation_settings(answers: dict[str, ResponseRecord]) -> dict[str, Any]:
     """The tuned answers' limit and template, so that new answers are generated comparably."""
     for answer in answers.values():
         if answer.generation:
@@ -84,7 +49,7 @@ def ask(
     template: str | None = None,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, Answer]:
+) -> dict[str, ResponseRecord]:
     """Answer ``prompts`` (records with ``id`` and ``messages``) greedily with ``model`` into ``out``.
 
     ``out`` is a responses file that grows as batches finish; calling again after a crash answers
@@ -93,8 +58,6 @@ def ask(
     Raises:
         UserError: when ``out`` holds answers generated with other settings, or the model fails to load.
     """
-    from tunescope.generate import GenerateConfig, generate
-
     if not prompts:
         return {}
     prompts_file = out.with_name(out.stem + ".prompts.jsonl")

@@ -13,14 +13,14 @@ import hashlib
 import json
 from typing import Any
 
-from tunescope.borrow.answers import Answer
 from tunescope.borrow.text import normalized_words, occurs_exactly
 from tunescope.data.formats import Message
+from tunescope.generate.store import ResponseRecord
 
 
-def rephrased_messages(original: Answer | None, rephrased: str) -> list[Message]:
+def rephrased_messages(original: ResponseRecord | None, rephrased: str) -> list[Message]:
     """The original conversation with its last user turn replaced by ``rephrased``."""
-    messages = [dict(message) for message in (original.messages if original else [])]
+    messages = [dict(message) for message in ((original.messages or []) if original else [])]
     for message in reversed(messages):
         if message["role"] == "user":
             message["content"] = rephrased

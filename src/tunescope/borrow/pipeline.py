@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tunescope.borrow.answers import Answer, ask, generation_settings, read_answers
+from tunescope.borrow.answers import ask, generation_settings, read_answers
 from tunescope.borrow.attribution import Span, attribute_span, attribution_summary, read_spans
 from tunescope.borrow.config import RUNTIME_SETTINGS, BorrowConfig
 from tunescope.borrow.counterfactual import counterfactual_summary, persistence, prompt_id, rephrased_messages
@@ -41,6 +41,7 @@ from tunescope.config import config_to_dict
 from tunescope.data import DataSettings
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
+from tunescope.generate.store import ResponseRecord
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
 
 BORROW_FILE = "borrow.json"
@@ -126,10 +127,10 @@ def base_answers_path(config: BorrowConfig, out: Path) -> Path:
 def get_base_answers(
     config: BorrowConfig,
     run: ShiftRun,
-    tuned: dict[str, Answer],
+    tuned: dict[str, ResponseRecord],
     out: Path,
     log: Callable[[str], None],
-) -> tuple[dict[str, Answer] | None, dict[str, Any] | None]:
+) -> tuple[dict[str, ResponseRecord] | None, dict[str, Any] | None]:
     """The base model's answers to the scored prompts: read from a file, or generated (resumably).
 
     Returns:
@@ -145,7 +146,7 @@ def get_base_answers(
     model = config.base_model or str(run.settings.get("base"))
     generation = generation_settings(tuned)
     max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
-    prompts = [{"id": example_id, "messages": tuned[example_id].messages} for example_id in wanted]
+    prompts = [{"id": example_id, "messages": tuned[example_id].messages or []} for example_id in wanted]
     log(f"base answers: {len(prompts)} prompts with {model} (max {max_new_tokens} new tokens) into {path}")
     answers = ask(model, prompts, path, max_new_tokens=max_new_tokens, template=generation["template"],
                   batch_size=config.batch_size)  # fmt: skip
@@ -200,7 +201,7 @@ def _counterfactuals(
     config: BorrowConfig,
     run: ShiftRun,
     spans: list[Span],
-    tuned: dict[str, Answer],
+    tuned: dict[str, ResponseRecord],
     out: Path,
     log: Callable[[str], None],
 ) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
@@ -220,7 +221,7 @@ def _counterfactuals(
                   template=generation["template"], batch_size=config.batch_size)  # fmt: skip
     results = {}
     for span in asked:
-        answer = answers[prompts[span.number]["id"]].output
+        answer = answers[prompts[span.number]["id"]].output or ""
         results[span.number] = {
             "rephrased": span.rephrased,
             "answer": answer,
@@ -265,7 +266,7 @@ def borrow(
     if not run.responses:
         raise UserError(f"--shift {run.directory}: the run scored no response")
     responses_path = config.responses or run.settings.get("responses")
-    tuned: dict[str, Answer] = {}
+    tuned: dict[str, ResponseRecord] = {}
     if responses_path and Path(responses_path).expanduser().is_file():
         tuned = read_answers(responses_path)
     elif config.responses:
@@ -304,7 +305,7 @@ def borrow(
     if base_description is not None:
         base_description["n_matched"] = len(base_ids)
     tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
-    base_words = [plain_words(base[example_id].output) for example_id in base_ids] if base else None
+    base_words = [plain_words(base[example_id].output or "") for example_id in base_ids] if base else None
     borrowed = borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
                               bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
     lap("borrowed_words")
@@ -316,7 +317,7 @@ def borrow(
     tuned_texts = [r.text for r in run.responses]
     tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False
                        for r in run.responses]  # fmt: skip
-    base_texts = [base[example_id].output for example_id in base_ids] if base else []
+    base_texts = [base[example_id].output or "" for example_id in base_ids] if base else []
     imitation = imitation_summary(
         training_response_lengths(index, tokenizer),
         length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
@@ -330,7 +331,7 @@ def borrow(
     attribution = counterfactual = embedder = None
     if spans:
         by_id = run.by_id()
-        instructions = {example_id: answer.instruction for example_id, answer in tuned.items()}
+        instructions = {example_id: answer.instruction or "" for example_id, answer in tuned.items()}
         matrix = queries = None
         if config.embeddings:
             query_texts = [f"{instructions.get(span.example_id, '')}\n{by_id[span.example_id].text}" for span in spans]

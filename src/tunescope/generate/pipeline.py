@@ -9,7 +9,6 @@ text.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from tunescope.distributed import (
 from tunescope.errors import UserError
 from tunescope.files import atomic_path
 from tunescope.generate.config import GenerateConfig
-from tunescope.generate.store import ResponseFile
+from tunescope.generate.store import ResponseFile, ResponseRecord, response_lines
 from tunescope.models import load_model, load_tokenizer, resolve_model
 from tunescope.rundir import config_differences
 
@@ -60,32 +59,38 @@ def resolve_precision(precision: str) -> str:
 
 
 def _record(
-    example: Example, prompt: str, prompt_ids: list[int], generated: Generated, tokenizer: Any, model: str
-) -> dict[str, Any]:
-    """One line of the responses file (the generation settings are added by the caller)."""
+    example: Example,
+    prompt: str,
+    prompt_ids: list[int],
+    generated: Generated,
+    tokenizer: Any,
+    model: str,
+    decoding: dict[str, Any],
+) -> ResponseRecord:
+    """One record of the responses file."""
     messages = example.messages
     reference = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else None
     if reference is not None:
         messages = messages[:-1]
-    instruction = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
-    return {
-        "id": example.id,
-        "instruction": instruction,
-        "messages": messages,
-        "reference": reference,
-        "prompt": prompt,
-        "prompt_token_ids": prompt_ids,
-        "output_token_ids": generated.token_ids,
-        "output": tokenizer.decode(generated.token_ids, skip_special_tokens=True),
-        "finish_reason": generated.finish_reason,
-        "model": model,
-    }
+    return ResponseRecord(
+        id=example.id,
+        instruction=next((m["content"] for m in reversed(messages) if m["role"] == "user"), None),
+        messages=messages,
+        reference=reference,
+        prompt=prompt,
+        prompt_token_ids=prompt_ids,
+        output_token_ids=generated.token_ids,
+        output=tokenizer.decode(generated.token_ids, skip_special_tokens=True),
+        finish_reason=generated.finish_reason,
+        model=model,
+        generation=decoding,
+    )
 
 
-def _check_same_run(path: Path, records: list[dict[str, Any]], model: str, decoding: dict[str, Any]) -> None:
+def _check_same_run(path: Path, records: list[ResponseRecord], model: str, decoding: dict[str, Any]) -> None:
     wanted = {"model": model, **decoding}
     for record in records:
-        found = {"model": record.get("model"), **(record.get("generation") or {})}
+        found = {"model": record.model, **(record.generation or {})}
         if changed := config_differences(found, wanted, frozenset()):
             raise UserError(
                 f"--out {path}: holds responses generated differently ({', '.join(changed[:3])}); "
@@ -102,14 +107,14 @@ def parts_dir(path: Path) -> Path:
     return path.with_name(path.name + ".parts")
 
 
-def _part_records(parts: Path) -> list[dict[str, Any]]:
+def _part_records(parts: Path) -> list[ResponseRecord]:
     """The complete records of every part file (an interrupted append loses only its torn last line)."""
     return [record for part in sorted(parts.glob("rank-*.jsonl")) for record in ResponseFile(part).load()]
 
 
-def generation_order(records: list[dict[str, Any]], position: dict[str, int]) -> list[dict[str, Any]]:
+def generation_order(records: list[ResponseRecord], position: dict[str, int]) -> list[ResponseRecord]:
     """``records`` in the order one process generates them: longest prompt first, ties in data order."""
-    return sorted(records, key=lambda r: (-len(r["prompt_token_ids"]), position.get(str(r["id"]), len(position))))
+    return sorted(records, key=lambda r: (-len(r.prompt_token_ids or []), position.get(r.id, len(position))))
 
 
 def _join_parts(path: Path, parts: Path, position: dict[str, int]) -> None:
@@ -120,17 +125,17 @@ def _join_parts(path: Path, parts: Path, position: dict[str, int]) -> None:
     """
     if not parts.is_dir():
         return
-    have = {str(record["id"]) for record in ResponseFile(path).load()}
-    fresh: dict[str, dict[str, Any]] = {}
+    have = {record.id for record in ResponseFile(path).load()}
+    fresh: dict[str, ResponseRecord] = {}
     for record in _part_records(parts):
-        if str(record["id"]) not in have:
-            fresh.setdefault(str(record["id"]), record)
+        if record.id not in have:
+            fresh.setdefault(record.id, record)
     with atomic_path(path) as tmp:
         if path.is_file():
             shutil.copyfile(path, tmp)
         ordered = generation_order(list(fresh.values()), position)
         with tmp.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in ordered))
+            handle.write(response_lines(ordered))
     shutil.rmtree(parts)
 
 
@@ -230,7 +235,7 @@ def generate(
     existing, parted = store.load(), _part_records(parts)
     state.wait_for_everyone()  # everyone has the same view before anyone appends
     _check_same_run(path, existing + parted, config.model, decoding)
-    done = {str(record["id"]) for record in existing + parted}
+    done = {record.id for record in existing + parted}
     pending = [example for example in prompts if example.id not in done]
     position = {example.id: index for index, example in enumerate(prompts)}
 
@@ -254,7 +259,7 @@ def generate(
         for batch in mine:
             outputs = decode([ids for _, _, ids in batch], decoding)
             records = [
-                {**_record(example, prompt, ids, generated, tokenizer, config.model), "generation": decoding}
+                _record(example, prompt, ids, generated, tokenizer, config.model, decoding)
                 for (example, prompt, ids), generated in zip(batch, outputs, strict=True)
             ]
             target.append(records)

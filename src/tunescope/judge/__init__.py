@@ -20,7 +20,7 @@ from tunescope.judge.pipeline import JudgeResult, build_backend, build_tasks, dr
 from tunescope.judge.plots import plot_grouped_bars, plot_pairwise, plot_radar
 from tunescope.judge.prompts import ASPECTS, TEMPLATES, PromptTemplate
 from tunescope.judge.requests import JudgeTask, RunStats, read_judgements, run_tasks
-from tunescope.judge.responses import Response, ResponseSet, read_response_sets, read_responses
+from tunescope.judge.responses import ResponseSet, read_response_set, read_response_sets
 
 __all__ = [
     "ASPECTS",
@@ -30,7 +30,6 @@ __all__ = [
     "JudgeTask",
     "ParsedReply",
     "PromptTemplate",
-    "Response",
     "ResponseSet",
     "RunStats",
     "bootstrap_ci",
@@ -47,8 +46,8 @@ __all__ = [
     "plot_pairwise",
     "plot_radar",
     "read_judgements",
+    "read_response_set",
     "read_response_sets",
-    "read_responses",
     "run_tasks",
     "score_summary",
     "summarize",

@@ -22,9 +22,9 @@ from typing import Any
 
 from tunescope.data.readers import read_dataset
 from tunescope.errors import UserError
+from tunescope.generate.store import ResponseRecord
 from tunescope.judge.prompts import ASPECTS, SAFETY_ASPECTS, render_query, score_messages
 from tunescope.judge.requests import JudgeTask, judgement_record
-from tunescope.judge.responses import Response
 from tunescope.llm import Reply
 
 MODES = {"score_multi": "score", "score_safety": "safety"}
@@ -94,7 +94,9 @@ def import_justeval(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def export_justeval(records: list[dict[str, Any]], responses: dict[tuple[str, str], Response]) -> list[dict[str, Any]]:
+def export_justeval(
+    records: list[dict[str, Any]], responses: dict[tuple[str, str], ResponseRecord]
+) -> list[dict[str, Any]]:
     """Convert score or safety records to just-eval's judged-record format.
 
     Args:
@@ -104,7 +106,7 @@ def export_justeval(records: list[dict[str, Any]], responses: dict[tuple[str, st
     exported = []
     for record in records:
         response = responses[(record["model"], record["item_id"])]
-        messages = score_messages(record["mode"], response.conversation, response.output)
+        messages = score_messages(record["mode"], response.messages, response.output)
         parsed: dict[str, Any] | None = None
         if record["status"] in ("ok", "partial"):
             parsed = {}
@@ -116,7 +118,7 @@ def export_justeval(records: list[dict[str, Any]], responses: dict[tuple[str, st
         exported.append(
             {
                 "id": record["item_id"],
-                "input": render_query(response.conversation),
+                "input": render_query(response.messages),
                 "output_cand": response.output,
                 "generator_cand": record["model"],
                 "eval_config": {

@@ -34,12 +34,13 @@ from tunescope.distributed import (
 )
 from tunescope.errors import UserError
 from tunescope.files import write_json, write_jsonl
+from tunescope.generate.store import ResponseRecord
 from tunescope.judge import aggregate, plots
 from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
 from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgements, run_tasks
-from tunescope.judge.responses import Response, ResponseSet, read_response_sets
+from tunescope.judge.responses import ResponseSet, answer_tokens, answer_words, read_response_sets
 from tunescope.llm import Backend, ReplyCache, backend_from_settings, request_key
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
@@ -103,8 +104,12 @@ def _schema(mode: str, backend: Backend) -> dict[str, Any] | None:
     return reply_schema(mode) if backend.uses_schema else None  # type: ignore[arg-type]
 
 
-def _answer_meta(response: Response) -> dict[str, Any]:
-    return {"tags": list(response.tags), "response_words": response.words, "response_tokens": response.output_tokens}
+def _answer_meta(response: ResponseRecord) -> dict[str, Any]:
+    return {
+        "tags": list(response.tags),
+        "response_words": answer_words(response),
+        "response_tokens": answer_tokens(response),
+    }
 
 
 def build_tasks(mode: str, response_sets: list[ResponseSet], backend: Backend) -> list[JudgeTask]:
@@ -113,26 +118,21 @@ def build_tasks(mode: str, response_sets: list[ResponseSet], backend: Backend) -
     Raises:
         UserError: for pairwise files that share no item, or give one item different prompts.
     """
-    identity = backend.identity()
-    schema = _schema(mode, backend)
-    aspects = TEMPLATES[mode].aspects
-    tasks = []
+    identity, schema, aspects = backend.identity(), _schema(mode, backend), TEMPLATES[mode].aspects
+
+    def task(key: str, messages: list[dict[str, str]], meta: dict[str, Any]) -> JudgeTask:
+        return JudgeTask(key, mode, aspects, messages, request_key(identity, messages, schema), schema, meta)
+
     if mode != "pairwise":
-        for response_set in response_sets:
-            for response in response_set.responses:
-                messages = score_messages(mode, response.conversation, response.output)  # type: ignore[arg-type]
-                tasks.append(
-                    JudgeTask(
-                        key=f"{mode}/{response_set.label}/{response.id}",
-                        mode=mode,
-                        aspects=aspects,
-                        messages=messages,
-                        request_key=request_key(identity, messages, schema),
-                        schema=schema,
-                        meta={"item_id": response.id, "model": response_set.label, **_answer_meta(response)},
-                    )
-                )
-        return tasks
+        return [
+            task(
+                f"{mode}/{response_set.label}/{response.id}",
+                score_messages(mode, response.messages, response.output),  # type: ignore[arg-type]
+                {"item_id": response.id, "model": response_set.label, **_answer_meta(response)},
+            )
+            for response_set in response_sets
+            for response in response_set.responses
+        ]
     first, second = response_sets
     others = second.by_id()
     shared = [response for response in first.responses if response.id in others]
@@ -142,35 +142,28 @@ def build_tasks(mode: str, response_sets: list[ResponseSet], backend: Backend) -
     if unmatched:
         warnings.warn(f"{unmatched} answers are in only one of the two responses files: not compared", stacklevel=2)
     pair = f"{first.label}|{second.label}"
+    tasks = []
     for answer_first in shared:
         answer_second = others[answer_first.id]
-        if answer_first.conversation != answer_second.conversation:
+        if answer_first.messages != answer_second.messages:
             raise UserError(
                 f"item {answer_first.id!r} has different prompts in {answer_first.locator} and {answer_second.locator}"
             )
+        words = {first.label: answer_words(answer_first), second.label: answer_words(answer_second)}
         orders = {"ab": (answer_first, answer_second), "ba": (answer_second, answer_first)}
         for order, (shown_a, shown_b) in orders.items():
-            messages = pairwise_messages(answer_first.conversation, shown_a.output, shown_b.output)
             labels = (first.label, second.label) if order == "ab" else (second.label, first.label)
-            tasks.append(
-                JudgeTask(
-                    key=f"pairwise/{pair}/{answer_first.id}/{order}",
-                    mode=mode,
-                    aspects=aspects,
-                    messages=messages,
-                    request_key=request_key(identity, messages, schema),
-                    schema=schema,
-                    meta={
-                        "item_id": answer_first.id,
-                        "pair": {"first": first.label, "second": second.label},
-                        "order": order,
-                        "shown_as_a": labels[0],
-                        "shown_as_b": labels[1],
-                        "tags": list(answer_first.tags),
-                        "response_words": {first.label: answer_first.words, second.label: answer_second.words},
-                    },
-                )
-            )
+            meta = {
+                "item_id": answer_first.id,
+                "pair": {"first": first.label, "second": second.label},
+                "order": order,
+                "shown_as_a": labels[0],
+                "shown_as_b": labels[1],
+                "tags": list(answer_first.tags),
+                "response_words": words,
+            }
+            messages = pairwise_messages(answer_first.messages, shown_a.output, shown_b.output)  # type: ignore[arg-type]
+            tasks.append(task(f"pairwise/{pair}/{answer_first.id}/{order}", messages, meta))
     return tasks
 
 
@@ -405,7 +398,7 @@ def _finish(
     records: list[dict[str, Any]],
     judge_info: dict[str, Any],
     *,
-    responses: dict[tuple[str, str], Response],
+    responses: dict[tuple[str, str], ResponseRecord],
     stats: RunStats | None,
 ) -> JudgeResult:
     mode = records[0]["mode"] if records else config.mode

@@ -25,10 +25,11 @@ from tunescope.config import config_to_dict
 from tunescope.distributed import model_device, process_state, require_visible, shard
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_yaml
+from tunescope.generate.store import ResponseRecord
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
-from tunescope.shift.inputs import ResponseRecord, ShiftInput, build_inputs, read_responses
+from tunescope.shift.inputs import ShiftInput, build_inputs, read_responses
 from tunescope.shift.pair import ModelPair, load_pair
 from tunescope.shift.scoring import ScoringSettings, score_batch
 from tunescope.shift.summary import TR_CAP, summarize_table
