@@ -25,6 +25,9 @@ from tunescope.files import write_json, write_jsonl
 from tunescope.probe.forgetting import compare_forgetting, general_questions, heldout_passages, score_forgetting
 from tunescope.probe.knowledge import exact_matches, score_knowledge
 
+PROBE_FILE = "probe.json"
+"""The probes' results, in the output directory."""
+
 
 class ProbeConfig(Config):
     """Probe settings."""
@@ -165,5 +168,5 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
                "No tuned run was trained on the fictional facts, so chance accuracy is expected throughout.")
         ),
     }  # fmt: skip
-    write_json(out / "probe.json", report)
+    write_json(out / PROBE_FILE, report)
     return report
