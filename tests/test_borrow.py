@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tunescope.borrow import BorrowConfig, borrow, render_section, style_token_summary, tag_tokens
-from tunescope.borrow.shiftrun import ShiftResponse, read_shift_run
 from tunescope.cli import main
 from tunescope.generate import GenerateConfig, generate
 from tunescope.shift import ShiftConfig, compute_shift
+from tunescope.shift.output import ShiftResponse, read_shift_run
 
 from conftest import cli_run, write_jsonl
 

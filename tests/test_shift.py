@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,7 +15,8 @@ import torch
 from tunescope.cli import main
 from tunescope.generate import GenerateConfig, generate
 from tunescope.models import load_model, load_tokenizer
-from tunescope.shift import ShiftConfig, compute_shift
+from tunescope.shift import ShiftConfig, TokenColumn, compute_shift
+from tunescope.shift import columns as shift_columns
 from tunescope.shift import scoring as shift_scoring
 
 from conftest import (
@@ -107,6 +109,32 @@ def test_exact_mode_matches_a_per_token_reference(tmp_path, pair_dirs):
     assert len(classes) >= 2  # ranks both small and large were compared
 
 
+def test_a_registered_column_reaches_tokens_parquet_and_its_metadata(tmp_path, pair_dirs, monkeypatch):
+    # Adding a metric takes one function of the positions and one registry entry; nothing else.
+    def tuned_margin(positions):
+        top = positions.tuned_logits.topk(2, dim=-1).values
+        return top[:, 0] - top[:, 1]
+
+    entry = TokenColumn("tuned_margin", pa.float32(), "tuned top-1 logit minus top-2 logit", compute=tuned_margin)
+    monkeypatch.setattr(shift_columns, "TOKEN_COLUMNS", (*shift_columns.TOKEN_COLUMNS, entry))
+    result = run_shift(tmp_path, pair_dirs.base, pair_dirs.other, pair_dirs.from_other)
+
+    schema = pq.read_schema(result.tokens)
+    assert schema.names[-1] == "tuned_margin" and schema.field("tuned_margin").type == pa.float32()
+    meanings = json.loads(schema.metadata[b"tunescope.columns"])
+    assert meanings["tuned_margin"] == "tuned top-1 logit minus top-2 logit"
+    tuned = load_model(str(pair_dirs.other)).eval()
+    rows, examples = rows_by_example(result), examples_by_index(result)
+    index, group = next(iter(rows.items()))
+    record = examples[index]
+    for t, row in enumerate(group.itertuples()):
+        context = torch.tensor([record["tuned_prompt_token_ids"] + record["response_token_ids"][:t]])
+        with torch.no_grad():
+            top = tuned(context).logits[0, -1].topk(2).values
+        assert row.tuned_margin == pytest.approx(float(top[0] - top[1]), abs=1e-4)
+    assert (group.tuned_margin >= 0).all() and (group.tuned_margin > 0).any()
+
+
 def test_a_model_against_itself_is_unshifted(tmp_path, pair_dirs):
     result = run_shift(tmp_path, pair_dirs.base, pair_dirs.base, pair_dirs.from_base)
     table = pq.read_table(result.tokens)
@@ -197,9 +225,9 @@ def test_logits_are_held_one_bounded_chunk_at_a_time(tmp_path, pair_dirs, monkey
     seen = []
     original = shift_scoring.compare_distributions
 
-    def spy(base_logits, tuned_logits, fed, top_k):
+    def spy(base_logits, tuned_logits, fed, **settings):
         seen.append(base_logits.shape[0])
-        return original(base_logits, tuned_logits, fed, top_k)
+        return original(base_logits, tuned_logits, fed, **settings)
 
     monkeypatch.setattr(shift_scoring, "compare_distributions", spy)
     small = run_shift(tmp_path, pair_dirs.base, pair_dirs.adapter, pair_dirs.from_adapter, "small", chunk_tokens=7)

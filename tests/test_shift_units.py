@@ -9,7 +9,7 @@ import torch
 from tunescope.distributions import classify, entropy, kl_divergence, log_probs, rank_of
 from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens, sentence_spans
-from tunescope.shift.metrics import compare_distributions
+from tunescope.shift.scoring import compare_distributions
 from tunescope.shift.summary import summarize_columns
 from tunescope.shift.text import token_spans
 
@@ -59,10 +59,11 @@ def test_compare_distributions_on_a_hand_checked_position():
     tuned = torch.tensor([[0.0, 3.0, 0.0, 0.0]])
     m = compare_distributions(base, tuned, torch.tensor([1]), top_k=2)
     p_base = torch.softmax(base, -1)[0]
-    assert m.base_rank.item() == 2 and m.tuned_rank.item() == 1 and m.tuned_top1.item() == 1
-    assert m.base_prob.item() == pytest.approx(p_base[1].item())
-    assert m.base_top_ids.tolist() == [[0, 1]] and m.tuned_top_ids[0, 0].item() == 1
-    assert m.base_rank_of_tuned_top1.item() == 2
+    assert m["base_rank"].item() == 2 and m["tuned_rank"].item() == 1 and m["tuned_top1"].item() == 1
+    assert m["base_prob"].item() == pytest.approx(p_base[1].item())
+    assert m["base_top_ids"].tolist() == [[0, 1]] and m["tuned_top_ids"][0, 0].item() == 1
+    assert m["base_rank_of_tuned_top1"].item() == 2
+    assert m["klass"].item() == 1 and m["is_tuned_top1"].item()  # base rank 2: marginal
 
 
 # ---------------------------------------------------------------------------------------------

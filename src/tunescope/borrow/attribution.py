@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from tunescope.borrow.index import SearchIn, TrainingIndex
-from tunescope.borrow.shiftrun import ShiftResponse
 from tunescope.borrow.style import rounded, share_entry
 from tunescope.borrow.text import ngram_overlap, normalized_words
 from tunescope.data.readers import read_jsonl_objects
 from tunescope.errors import UserError
+from tunescope.shift.output import ShiftResponse
 from tunescope.shift.summary import Bootstrap
 
 PAPER_ATTRIBUTION = {

@@ -2,7 +2,7 @@
 
 The steps, each a plain function a notebook can call on its own:
 
-1. :func:`~tunescope.borrow.shiftrun.read_shift_run` reads the tuned responses' tokens and classes;
+1. :func:`~tunescope.shift.output.read_shift_run` reads the tuned responses' tokens and classes;
 2. :func:`~tunescope.borrow.index.open_index` opens (or builds once) the training-set index;
 3. :func:`~tunescope.borrow.style.style_token_summary`: which tokens shift, style or content;
 4. :func:`~tunescope.borrow.words.borrowed_words`: borrowed words, with the unshifted and base baselines;
@@ -34,7 +34,6 @@ from tunescope.borrow.imitation import imitation_summary, length_stats
 from tunescope.borrow.index import RESPONSE, TrainingIndex, open_index
 from tunescope.borrow.lexicon import tag_tokens
 from tunescope.borrow.report import render_page
-from tunescope.borrow.shiftrun import ShiftRun, read_shift_run
 from tunescope.borrow.style import style_token_summary
 from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
 from tunescope.config import config_to_dict
@@ -43,6 +42,7 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
 from tunescope.generate.store import ResponseRecord
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
+from tunescope.shift.output import ShiftRun, read_shift_run
 
 BORROW_FILE = "borrow.json"
 SPANS_FILE = "spans.jsonl"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tunescope.borrow.lexicon import CATEGORIES, STYLE_CATEGORIES, Category
-from tunescope.borrow.shiftrun import ShiftResponse
+from tunescope.shift.output import ShiftResponse
 from tunescope.shift.summary import Bootstrap
 
 CLASS_GROUPS: dict[str, tuple[str, ...]] = {

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunescope.borrow.pipeline import BORROW_FILE
 from tunescope.display import display_name
 from tunescope.errors import UserError
-
-MANIFEST = "experiment.json"
+from tunescope.experiment.pipeline import MANIFEST
+from tunescope.judge import pipeline as judge_pipeline
+from tunescope.probe.pipeline import PROBE_FILE
+from tunescope.rundir import DONE_FILE, saved_config
+from tunescope.shift import output as shift_output
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -90,23 +94,20 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
             if trained := stages.get(f"{method}/train"):
                 run.train_dir = root / trained["dir"]
                 run.metrics = _jsonl(run.train_dir / "metrics.jsonl")
-                run.run = _json(run.train_dir / "run.json")
-                import yaml
-
-                if (run.train_dir / "config.yaml").is_file():
-                    run.config = yaml.safe_load((run.train_dir / "config.yaml").read_text(encoding="utf-8"))
+                run.run = _json(run.train_dir / DONE_FILE)
+                run.config = saved_config(run.train_dir)
             if shifted := stages.get(f"{method}/shift"):
                 run.shift_dir = root / shifted["dir"] / "shift"
-                run.shift = _json(run.shift_dir / "summary.json")
+                run.shift = _json(run.shift_dir / shift_output.SUMMARY_FILE)
             if borrowed := stages.get(f"{method}/borrow"):
                 run.borrow_dir = root / borrowed["dir"] / "borrow"
-                run.borrow = _json(run.borrow_dir / "borrow.json")
+                run.borrow = _json(run.borrow_dir / BORROW_FILE)
             cell.runs[method] = run
         if judged := stages.get("judge"):
             cell.judge_dir = root / judged["dir"] / "judge"
-            cell.judge = _json(cell.judge_dir / "judge_summary.json")
+            cell.judge = _json(cell.judge_dir / judge_pipeline.SUMMARY_FILE)
         if probed := stages.get("probe"):
-            cell.probe = _json(root / probed["dir"] / "probe" / "probe.json")
+            cell.probe = _json(root / probed["dir"] / "probe" / PROBE_FILE)
         cells.append(cell)
     return manifest, cells
 

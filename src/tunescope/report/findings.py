@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from tunescope.judge.pipeline import JUDGEMENTS_FILE
 from tunescope.report.collect import Cell, MethodRun, probe_results
 from tunescope.report.stats import mean_difference_ci, micro_mean_difference_ci, paired_gain_ci, verdict
+from tunescope.shift.output import TOKENS_FILE
 
 
 def _finding(key: str, claim: str, paper: str, **rest: Any) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def _per_example(run: MethodRun, column: str, value: Any = None) -> tuple[np.nda
     """Per response: the sum of ``column`` (or the count of rows equal to ``value``) and the token count."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(run.shift_dir / "tokens.parquet", columns=["example_id", column]).to_pandas()
+    table = pq.read_table(run.shift_dir / TOKENS_FILE, columns=["example_id", column]).to_pandas()
     values = (table[column] == value).astype(float) if value is not None else table[column].astype(float)
     grouped = values.groupby(table["example_id"])
     return grouped.sum().to_numpy(), grouped.count().to_numpy().astype(float)
@@ -156,7 +158,7 @@ def judge_finding(cell: Cell) -> dict[str, Any]:
     if not cell.judge or not cell.judge_dir:
         return _not_tested(key, claim, paper, "no judge in this run")
     scores: dict[str, list[float]] = {"lora": [], "full": []}
-    log = cell.judge_dir / "judgements.jsonl"
+    log = cell.judge_dir / JUDGEMENTS_FILE
     for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
         record = json.loads(line)
         values = [v for v in (record.get("scores") or {}).values() if isinstance(v, int | float)]

@@ -9,10 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
+from tunescope.borrow.report import render_section
+from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
 from tunescope.report import figures
 from tunescope.report.collect import Cell, collect, probe_results
 from tunescope.report.findings import all_findings
+from tunescope.shift.output import VIEWER_FILE
 
 BASE_IS_INSTRUCT_NOTE = (
     "The embedded default model, SmolLM2-135M-Instruct, is already instruction-tuned; the paper tunes pre-trained "
@@ -70,7 +75,7 @@ def _shift_rows(cell: Cell, root: Path, out_dir: Path) -> list[dict[str, Any]]:
         if not run.shift:
             continue
         micro = run.shift["micro"]
-        viewer = run.shift_dir / "viewer.html" if run.shift_dir else None
+        viewer = run.shift_dir / VIEWER_FILE if run.shift_dir else None
         rows.append(
             {
                 "method": method,
@@ -138,8 +143,6 @@ def _probe_block(cell: Cell) -> dict[str, Any] | None:
 
 
 def _borrow_sections(cell: Cell) -> list[dict[str, str]]:
-    from tunescope.borrow.report import render_section
-
     return [
         {"method": m, "html": render_section(run.borrow, title=f"Borrowing and style imitation: {m}", level=3)}
         for m, run in cell.runs.items()
@@ -153,10 +156,6 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Report:
     Raises:
         UserError: when ``root`` holds no experiment.
     """
-    import jinja2
-
-    from tunescope.env import git_commit, package_versions
-
     root = Path(root).expanduser()
     out_dir = Path(out).expanduser() if out else root
     manifest, cells = collect(root)

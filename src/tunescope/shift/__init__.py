@@ -15,16 +15,18 @@ From Python::
     print(result.summary["shifted"], result.summary["kl_mean"])
 """
 
+from tunescope.shift.columns import TOKEN_COLUMNS, TokenColumn
 from tunescope.shift.config import ShiftConfig
-from tunescope.shift.metrics import PositionMetrics, compare_distributions
 from tunescope.shift.pair import ModelPair, load_pair
 from tunescope.shift.pipeline import ShiftResult, compute_shift
+from tunescope.shift.scoring import compare_distributions
 
 __all__ = [
+    "TOKEN_COLUMNS",
     "ModelPair",
-    "PositionMetrics",
     "ShiftConfig",
     "ShiftResult",
+    "TokenColumn",
     "compare_distributions",
     "compute_shift",
     "load_pair",

@@ -1,84 +1,177 @@
-"""Every per-position metric of a shift run, from the base and tuned logits at a chunk of positions.
+"""The per-position metrics of a shift run, one function each, from both models' logits at a chunk of positions.
 
-The maths of each quantity is in :mod:`tunescope.distributions`; this module applies it to both
-models at once, sharing the probabilities, the log-ratio and the top-k lists between metrics.
+:class:`Positions` holds the chunk; every quantity several metrics share (log-probabilities,
+probabilities, the log-ratio, the top-k lists, the base rank) is computed on first use and kept, so
+each metric function costs only its own arithmetic. The maths of each quantity is in
+:mod:`tunescope.distributions`; which column each function fills is in :mod:`tunescope.shift.columns`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from tunescope.distributions import log_probs, rank_of, token_log_prob
+from tunescope.distributions import classify, log_probs, rank_of, token_log_prob
 
 
-@dataclass(frozen=True)
-class PositionMetrics:
-    """Per-position comparison of the base and tuned distributions (one row per position)."""
+class Positions:
+    """Both models' next-token distributions at a chunk of response positions.
 
-    kl: Tensor
-    """KL(base‖tuned) = Σ p_base · log(p_base / p_tuned), the direction AlignTDS and the paper use."""
-    kl_reverse: Tensor
-    """KL(tuned‖base) = Σ p_tuned · log(p_tuned / p_base), the direction of diffing-toolkit."""
-    base_prob: Tensor
-    """p_base(fed token)."""
-    tuned_prob: Tensor
-    """p_tuned(fed token)."""
-    base_rank: Tensor
-    """1-indexed exact rank of the fed token under the base logits."""
-    tuned_rank: Tensor
-    """1-indexed exact rank of the fed token under the tuned logits (1 for greedy responses)."""
-    tuned_top1: Tensor
-    """argmax of the tuned distribution (lowest id among exact ties)."""
-    base_rank_of_tuned_top1: Tensor
-    """1-indexed base rank of the tuned argmax, which AlignTDS ranks instead of the fed token."""
-    base_entropy: Tensor
-    """H(p_base) in nats."""
-    tuned_entropy: Tensor
-    """H(p_tuned) in nats."""
-    base_top_ids: Tensor
-    """[positions, k] the base model's k most likely tokens, best first."""
-    base_top_probs: Tensor
-    """[positions, k] their base probabilities."""
-    tuned_top_ids: Tensor
-    """[positions, k] the tuned model's k most likely tokens, best first."""
-    tuned_top_probs: Tensor
-    """[positions, k] their tuned probabilities."""
-
-
-def compare_distributions(base_logits: Tensor, tuned_logits: Tensor, fed: Tensor, top_k: int) -> PositionMetrics:
-    """Exact full-vocabulary metrics for a chunk of positions.
-
-    Args:
-        base_logits: [positions, vocab] logits of the base model.
-        tuned_logits: [positions, vocab] logits of the tuned model on the same contexts.
-        fed: [positions] the response token at each position.
-        top_k: How many of each model's most likely tokens to keep for display.
+    "Base" is the model before tuning, "tuned" the model after; the token "fed" at a position is
+    the response token that follows it, the same for both models.
     """
-    base_logp, tuned_logp = log_probs(base_logits), log_probs(tuned_logits)
-    # The same sums as kl_divergence() and entropy(), sharing the probabilities and the log-ratio.
-    base_p, tuned_p = base_logp.exp(), tuned_logp.exp()
-    log_ratio = base_logp - tuned_logp  # log(p_base / p_tuned)
-    tuned_top1 = tuned_logits.argmax(dim=-1)
-    # Top-k of the logits themselves (not of the rounded log-probabilities), so that the ranks read off
-    # them agree with counting over the logits.
-    base_top = base_logits.topk(top_k, dim=-1)
-    tuned_top = tuned_logits.topk(top_k, dim=-1)
-    return PositionMetrics(
-        kl=torch.linalg.vecdot(base_p, log_ratio),
-        kl_reverse=-torch.linalg.vecdot(tuned_p, log_ratio),
-        base_prob=token_log_prob(base_logp, fed).exp(),
-        tuned_prob=token_log_prob(tuned_logp, fed).exp(),
-        base_rank=rank_of(base_logits, fed, base_top.values),
-        tuned_rank=rank_of(tuned_logits, fed, tuned_top.values),
-        tuned_top1=tuned_top1,
-        base_rank_of_tuned_top1=rank_of(base_logits, tuned_top1, base_top.values),
-        base_entropy=-torch.linalg.vecdot(base_p, base_logp),
-        tuned_entropy=-torch.linalg.vecdot(tuned_p, tuned_logp),
-        base_top_ids=base_top.indices,
-        base_top_probs=base_p.gather(-1, base_top.indices),
-        tuned_top_ids=tuned_top.indices,
-        tuned_top_probs=tuned_p.gather(-1, tuned_top.indices),
-    )
+
+    def __init__(
+        self,
+        base_logits: Tensor,
+        tuned_logits: Tensor,
+        fed: Tensor,
+        *,
+        top_k: int,
+        unshifted_max_rank: int = 1,
+        marginal_max_rank: int = 3,
+    ) -> None:
+        """Hold a chunk of positions.
+
+        Args:
+            base_logits: [positions, vocab] logits of the base model.
+            tuned_logits: [positions, vocab] logits of the tuned model on the same contexts.
+            fed: [positions] the response token at each position.
+            top_k: How many of each model's most likely tokens to keep for display.
+            unshifted_max_rank: Largest 1-indexed base rank that is unshifted.
+            marginal_max_rank: Largest 1-indexed base rank that is marginal.
+        """
+        self.base_logits = base_logits
+        self.tuned_logits = tuned_logits
+        self.fed = fed
+        self.top_k = top_k
+        self.unshifted_max_rank = unshifted_max_rank
+        self.marginal_max_rank = marginal_max_rank
+
+    @cached_property
+    def base_logp(self) -> Tensor:
+        """Log p_base over the full vocabulary."""
+        return log_probs(self.base_logits)
+
+    @cached_property
+    def tuned_logp(self) -> Tensor:
+        """Log p_tuned over the full vocabulary."""
+        return log_probs(self.tuned_logits)
+
+    @cached_property
+    def base_p(self) -> Tensor:
+        """p_base."""
+        return self.base_logp.exp()
+
+    @cached_property
+    def tuned_p(self) -> Tensor:
+        """p_tuned."""
+        return self.tuned_logp.exp()
+
+    @cached_property
+    def log_ratio(self) -> Tensor:
+        """log(p_base / p_tuned), shared by both directions of the KL."""
+        return self.base_logp - self.tuned_logp
+
+    @cached_property
+    def base_top(self) -> Any:
+        """The base logits' top k (values and indices), of the logits themselves, so ranks read off them agree."""
+        return self.base_logits.topk(self.top_k, dim=-1)
+
+    @cached_property
+    def tuned_top(self) -> Any:
+        """The tuned logits' top k (values and indices)."""
+        return self.tuned_logits.topk(self.top_k, dim=-1)
+
+    @cached_property
+    def tuned_top1(self) -> Tensor:
+        """Argmax of the tuned distribution (lowest id among exact ties)."""
+        return self.tuned_logits.argmax(dim=-1)
+
+    @cached_property
+    def base_rank(self) -> Tensor:
+        """1-indexed exact rank of the fed token under the base logits."""
+        return rank_of(self.base_logits, self.fed, self.base_top.values)
+
+
+def kl(positions: Positions) -> Tensor:
+    """KL(base‖tuned) = Σ_v p_base(v) · log(p_base(v) / p_tuned(v)), the direction AlignTDS and the paper use."""
+    return torch.linalg.vecdot(positions.base_p, positions.log_ratio)
+
+
+def kl_reverse(positions: Positions) -> Tensor:
+    """KL(tuned‖base) = Σ_v p_tuned(v) · log(p_tuned(v) / p_base(v)), the direction of diffing-toolkit."""
+    return -torch.linalg.vecdot(positions.tuned_p, positions.log_ratio)
+
+
+def base_prob(positions: Positions) -> Tensor:
+    """p_base(fed token)."""
+    return token_log_prob(positions.base_logp, positions.fed).exp()
+
+
+def tuned_prob(positions: Positions) -> Tensor:
+    """p_tuned(fed token)."""
+    return token_log_prob(positions.tuned_logp, positions.fed).exp()
+
+
+def base_rank(positions: Positions) -> Tensor:
+    """1-indexed exact rank of the fed token under the base logits."""
+    return positions.base_rank
+
+
+def tuned_rank(positions: Positions) -> Tensor:
+    """1-indexed exact rank of the fed token under the tuned logits (1 for greedy responses)."""
+    return rank_of(positions.tuned_logits, positions.fed, positions.tuned_top.values)
+
+
+def tuned_top1(positions: Positions) -> Tensor:
+    """Argmax of the tuned distribution."""
+    return positions.tuned_top1
+
+
+def is_tuned_top1(positions: Positions) -> Tensor:
+    """Whether the fed token is the tuned argmax."""
+    return positions.tuned_top1 == positions.fed
+
+
+def base_rank_of_tuned_top1(positions: Positions) -> Tensor:
+    """1-indexed base rank of the tuned argmax, which AlignTDS ranks instead of the fed token."""
+    return rank_of(positions.base_logits, positions.tuned_top1, positions.base_top.values)
+
+
+def base_entropy(positions: Positions) -> Tensor:
+    """H(p_base) in nats."""
+    return -torch.linalg.vecdot(positions.base_p, positions.base_logp)
+
+
+def tuned_entropy(positions: Positions) -> Tensor:
+    """H(p_tuned) in nats."""
+    return -torch.linalg.vecdot(positions.tuned_p, positions.tuned_logp)
+
+
+def base_top_ids(positions: Positions) -> Tensor:
+    """[positions, k] the base model's k most likely tokens, best first."""
+    return positions.base_top.indices
+
+
+def base_top_probs(positions: Positions) -> Tensor:
+    """[positions, k] their base probabilities."""
+    return positions.base_p.gather(-1, positions.base_top.indices)
+
+
+def tuned_top_ids(positions: Positions) -> Tensor:
+    """[positions, k] the tuned model's k most likely tokens, best first."""
+    return positions.tuned_top.indices
+
+
+def tuned_top_probs(positions: Positions) -> Tensor:
+    """[positions, k] their tuned probabilities."""
+    return positions.tuned_p.gather(-1, positions.tuned_top.indices)
+
+
+def klass(positions: Positions) -> Tensor:
+    """Class index from the base rank and the thresholds: 0 unshifted, 1 marginal, 2 shifted."""
+    return classify(positions.base_rank, positions.unshifted_max_rank, positions.marginal_max_rank)

@@ -1,8 +1,9 @@
-"""Reading a finished `tunescope shift` run: each response's text and its tokens' classes and spans.
+"""A shift run's files, and reading a finished run back: each response's text, tokens, spans and classes.
 
-Only what borrowing needs is read: ``examples.jsonl`` (the response text each token's
-``char_start``/``char_end`` point into) and the identity, span and class columns of
-``tokens.parquet``; plus the run's settings (base and tuned model, responses file).
+Later stages (borrowing, the report) find a run's files by these names and read a run with
+:func:`read_shift_run`: ``examples.jsonl`` (the response text each token's ``char_start`` and
+``char_end`` point into), the identity, span and class columns of ``tokens.parquet``, and the run's
+settings (base and tuned model, responses file, mode, thresholds).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import yaml
 from tunescope.errors import UserError
 from tunescope.rundir import CONFIG_FILE, DONE_FILE
 
-TOKEN_COLUMNS = ["example_id", "example_index", "position", "token_id", "token", "char_start", "char_end", "klass"]
+TOKENS_FILE = "tokens.parquet"
+"""One row per scored response token (columns: :mod:`tunescope.shift.columns`)."""
+SUMMARY_FILE = "summary.json"
+"""The run's numbers: class shares, means with intervals, curves by position, settings."""
+EXAMPLES_FILE = "examples.jsonl"
+"""Per response, the exact token ids and text each model read."""
+VIEWER_FILE = "viewer.html"
+"""Every response with its tokens coloured by class."""
+RESPONSE_COLUMNS = ["example_id", "example_index", "position", "token_id", "token", "char_start", "char_end", "klass"]
+"""The tokens.parquet columns :func:`read_shift_run` reads."""
 
 
 @dataclass(frozen=True)
@@ -75,14 +85,14 @@ def read_shift_run(path: str | Path) -> ShiftRun:
     where = f"--shift {directory}"
     if not directory.is_dir():
         raise UserError(f"{where}: no such directory")
-    for name in (CONFIG_FILE, "examples.jsonl", "tokens.parquet"):
+    for name in (CONFIG_FILE, EXAMPLES_FILE, TOKENS_FILE):
         if not (directory / name).is_file():
             raise UserError(f"{where}: not a tunescope shift run (no {name})")
     if not (directory / DONE_FILE).is_file():
         raise UserError(f"{where}: the shift run is unfinished (no {DONE_FILE}); run `tunescope shift` again")
     settings = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     texts: dict[int, tuple[str, str]] = {}
-    with (directory / "examples.jsonl").open(encoding="utf-8") as handle:
+    with (directory / EXAMPLES_FILE).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -90,12 +100,12 @@ def read_shift_run(path: str | Path) -> ShiftRun:
                 record = json.loads(line)
                 texts[int(record["index"])] = (str(record["id"]), str(record["response"]))
             except (ValueError, KeyError, TypeError):
-                raise UserError(f"{directory / 'examples.jsonl'} line {number}: not a shift example record") from None
+                raise UserError(f"{directory / EXAMPLES_FILE} line {number}: not a shift example record") from None
     try:
-        table = pq.read_table(directory / "tokens.parquet", columns=TOKEN_COLUMNS)
+        table = pq.read_table(directory / TOKENS_FILE, columns=RESPONSE_COLUMNS)
     except (OSError, KeyError, ValueError) as err:
-        raise UserError(f"{directory / 'tokens.parquet'}: cannot read it ({str(err).splitlines()[0]})") from None
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in TOKEN_COLUMNS}
+        raise UserError(f"{directory / TOKENS_FILE}: cannot read it ({str(err).splitlines()[0]})") from None
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in RESPONSE_COLUMNS}
     order = np.lexsort((columns["position"], columns["example_index"]))
     columns = {name: values[order] for name, values in columns.items()}
     cuts = np.flatnonzero(np.diff(columns["example_index"])) + 1
@@ -105,7 +115,7 @@ def read_shift_run(path: str | Path) -> ShiftRun:
             continue
         index = int(columns["example_index"][rows[0]])
         if index not in texts:
-            raise UserError(f"{directory}: tokens.parquet has response {index}, which examples.jsonl lacks")
+            raise UserError(f"{directory}: {TOKENS_FILE} has response {index}, which {EXAMPLES_FILE} lacks")
         example_id, text = texts[index]
         responses.append(
             ShiftResponse(

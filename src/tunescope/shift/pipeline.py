@@ -27,9 +27,11 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
+from tunescope.shift.columns import viewer_columns
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
 from tunescope.shift.inputs import ShiftInput, build_inputs, read_responses
+from tunescope.shift.output import EXAMPLES_FILE, SUMMARY_FILE, TOKENS_FILE, VIEWER_FILE
 from tunescope.shift.pair import ModelPair, load_pair
 from tunescope.shift.scoring import ScoringSettings, score_batch
 from tunescope.shift.summary import TR_CAP, summarize_table
@@ -37,16 +39,7 @@ from tunescope.shift.table import TokenTableWriter, response_table
 from tunescope.shift.text import TokenTexts, token_spans
 from tunescope.shift.viewer import ExampleView, example_view, render_viewer
 
-TOKENS_FILE = "tokens.parquet"
-SUMMARY_FILE = "summary.json"
-EXAMPLES_FILE = "examples.jsonl"
-VIEWER_FILE = "viewer.html"
 PARTS_KEY_FILE = "parts.json"
-VIEW_COLUMNS = [
-    "example_index", "token_id", "token", "char_start", "char_end", "klass", "kl", "kl_reverse", "base_rank",
-    "base_prob", "tuned_prob", "base_entropy", "tuned_entropy", "base_top_ids", "base_top_probs", "tuned_top_ids",
-    "tuned_top_probs",
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -240,10 +233,11 @@ def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, pair: ModelPai
 def _example_rows(tokens_path: Path) -> Iterator[dict[str, np.ndarray]]:
     """The rows of tokens.parquet grouped by response, in file order, a batch at a time."""
     pending: dict[str, np.ndarray] | None = None
-    for batch in pq.ParquetFile(tokens_path).iter_batches(columns=VIEW_COLUMNS):
-        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in VIEW_COLUMNS}
+    shown = viewer_columns()
+    for batch in pq.ParquetFile(tokens_path).iter_batches(columns=shown):
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in shown}
         if pending is not None:
-            columns = {name: np.concatenate([pending[name], columns[name]]) for name in VIEW_COLUMNS}
+            columns = {name: np.concatenate([pending[name], columns[name]]) for name in shown}
         starts = [0, *(np.flatnonzero(np.diff(columns["example_index"])) + 1)]
         for a, b in zip(starts[:-1], starts[1:], strict=True):
             yield {name: values[a:b] for name, values in columns.items()}

@@ -23,9 +23,10 @@ from torch import Tensor
 from tunescope.decoding import pad_batch
 from tunescope.distributions import classify
 from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
+from tunescope.shift.columns import exact_metrics
 from tunescope.shift.config import Mode
 from tunescope.shift.inputs import ShiftInput
-from tunescope.shift.metrics import compare_distributions
+from tunescope.shift.metrics import Positions
 from tunescope.shift.pair import ModelPair, Side
 from tunescope.shift.text import TokenTexts
 
@@ -70,22 +71,44 @@ def _side_features(pair: ModelPair, side: Side, batch: list[ShiftInput]) -> Tens
     return pair.features(side, ids.to(pair.device), mask.to(pair.device), rows, cols)
 
 
+def compare_distributions(
+    base_logits: Tensor,
+    tuned_logits: Tensor,
+    fed: Tensor,
+    *,
+    top_k: int,
+    unshifted_max_rank: int = 1,
+    marginal_max_rank: int = 3,
+) -> dict[str, Tensor]:
+    """Every exact-mode metric column of tokens.parquet at a chunk of positions, full vocabulary.
+
+    Args:
+        base_logits: [positions, vocab] logits of the base model.
+        tuned_logits: [positions, vocab] logits of the tuned model on the same contexts.
+        fed: [positions] the response token at each position.
+        top_k: How many of each model's most likely tokens to keep for display.
+        unshifted_max_rank: Largest 1-indexed base rank that is unshifted.
+        marginal_max_rank: Largest 1-indexed base rank that is marginal.
+    """
+    positions = Positions(
+        base_logits, tuned_logits, fed, top_k=top_k, unshifted_max_rank=unshifted_max_rank,
+        marginal_max_rank=marginal_max_rank,
+    )  # fmt: skip
+    return exact_metrics(positions)
+
+
 def _exact_chunk(base_logits: Tensor, tuned_logits: Tensor, fed: Tensor, settings: ScoringSettings) -> Columns:
-    m = compare_distributions(base_logits, tuned_logits, fed, min(settings.top_k, base_logits.shape[-1]))
-    columns = {
-        "kl": m.kl, "kl_reverse": m.kl_reverse, "base_prob": m.base_prob, "tuned_prob": m.tuned_prob,
-        "base_rank": m.base_rank, "tuned_rank": m.tuned_rank, "tuned_top1": m.tuned_top1,
-        "base_rank_of_tuned_top1": m.base_rank_of_tuned_top1, "base_entropy": m.base_entropy,
-        "tuned_entropy": m.tuned_entropy, "base_top_ids": m.base_top_ids, "base_top_probs": m.base_top_probs,
-        "tuned_top_ids": m.tuned_top_ids, "tuned_top_probs": m.tuned_top_probs,
-        "klass": classify(m.base_rank, settings.unshifted_max_rank, settings.marginal_max_rank),
-    }  # fmt: skip
-    return {name: value.cpu().numpy() for name, value in columns.items()}
+    metrics = compare_distributions(
+        base_logits, tuned_logits, fed, top_k=min(settings.top_k, base_logits.shape[-1]),
+        unshifted_max_rank=settings.unshifted_max_rank, marginal_max_rank=settings.marginal_max_rank,
+    )  # fmt: skip
+    return {name: value.cpu().numpy() for name, value in metrics.items()}
 
 
 def _aligntds_chunk(
     base_logits: Tensor,
     tuned_logits: Tensor,
+    fed: Tensor,
     settings: ScoringSettings,
     base_texts: TokenTexts,
     tuned_texts: TokenTexts,
@@ -113,7 +136,7 @@ def _aligntds_chunk(
     base_weights, tuned_weights = renormalise(base_values), renormalise(tuned_values)
     return {
         "kl": kl, "base_prob": top_prob, "tuned_prob": tuned_prob, "base_rank": top_rank,
-        "tuned_top1": tuned_ids[:, 0],
+        "tuned_top1": tuned_ids[:, 0], "is_tuned_top1": tuned_ids[:, 0] == fed.cpu().numpy(),
         "base_top_ids": base_ids[:, :shown], "base_top_probs": base_weights[:, :shown],
         "tuned_top_ids": tuned_ids[:, :shown], "tuned_top_probs": tuned_weights[:, :shown],
         # TR is 0-indexed: the tuned top-1 at TR = 0 is the base's own top-1.
@@ -152,8 +175,7 @@ def score_batch(
             if settings.mode == "exact":
                 chunk = _exact_chunk(base_logits, tuned_logits, fed[start:end], settings)
             else:
-                chunk = _aligntds_chunk(base_logits, tuned_logits, settings, *texts)
-            chunk["is_tuned_top1"] = chunk["tuned_top1"] == fed[start:end].cpu().numpy()
+                chunk = _aligntds_chunk(base_logits, tuned_logits, fed[start:end], settings, *texts)
             chunks.append(chunk)
             del tuned_logits, base_logits
             if on_chunk:

@@ -1,0 +1,165 @@
+"""The columns of tokens.parquet, defined once: one row per scored response token.
+
+:data:`TOKEN_COLUMNS` lists every column in file order with its Arrow type, what it means (in
+exact mode, and in AlignTDS mode where that differs), whether the viewer reads it, and, for an
+exact-mode metric, the function of :mod:`tunescope.shift.metrics` that computes it. The Parquet
+schema, the column meanings written into the file's metadata, the exact-mode metrics of a chunk
+and the viewer's columns are all derived from it, so adding a metric is one entry here and one
+function there. The functions below read the registry each time they are called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from torch import Tensor
+
+from tunescope.distributions import CLASSES
+from tunescope.shift import metrics
+from tunescope.shift.metrics import Positions
+
+
+@dataclass(frozen=True)
+class TokenColumn:
+    """One column of tokens.parquet."""
+
+    name: str
+    """Column name."""
+    type: pa.DataType
+    """Arrow type in the file."""
+    definition: str
+    """What the column holds (in every mode, unless ``aligntds`` says otherwise)."""
+    aligntds: str | None = None
+    """What it holds in AlignTDS mode, when that differs ("null" for a column the mode leaves empty)."""
+    viewer: bool = False
+    """Whether viewer.html reads the column."""
+    compute: Callable[[Positions], Tensor] | None = None
+    """Exact mode: the column's values at a chunk of positions (None: filled from the response itself)."""
+    labels: tuple[str, ...] | None = None
+    """For a categorical column: the names its computed indices stand for."""
+
+
+TOKEN_COLUMNS: tuple[TokenColumn, ...] = (
+    TokenColumn("example_id", pa.string(), "the response's id"),
+    TokenColumn("example_index", pa.int32(), "0-based position of the response in the responses file", viewer=True),
+    TokenColumn("position", pa.int32(), "0-based index of the token in the response (output_token_ids)"),
+    TokenColumn("relative_position", pa.float32(), "position / number of scored tokens in the response"),
+    TokenColumn("token_id", pa.int32(), "the response token (fed to both models)", viewer=True),
+    TokenColumn("token", pa.string(), "the token decoded on its own", viewer=True),
+    TokenColumn(
+        "char_start", pa.int32(), "start of the token's text in the decoded response (examples.jsonl 'response')",
+        viewer=True,
+    ),
+    TokenColumn(
+        "char_end", pa.int32(), "end of the token's text; equal to char_start for a partial character", viewer=True
+    ),
+    TokenColumn(
+        "klass", pa.string(), "unshifted / marginal / shifted, from base_rank and the configured thresholds",
+        aligntds="unshifted / marginal / shifted, from TR + 1 and the configured thresholds",
+        viewer=True, compute=metrics.klass, labels=CLASSES,
+    ),
+    TokenColumn(
+        "base_rank", pa.int64(),
+        "1-indexed exact rank of the response token among base logits: 1 + #(strictly larger)",
+        aligntds="AlignTDS's TR: 0-indexed position of the tuned top-1 text in the base top list, or the cap",
+        viewer=True, compute=metrics.base_rank,
+    ),
+    TokenColumn(
+        "base_prob", pa.float32(), "p_base(response token), full vocabulary",
+        aligntds="AlignTDS's TP: renormalised base weight of the tuned top-1 text, 0 when absent",
+        viewer=True, compute=metrics.base_prob,
+    ),
+    TokenColumn(
+        "tuned_prob", pa.float32(), "p_tuned(response token), full vocabulary",
+        aligntds="renormalised tuned weight of its own top-1", viewer=True, compute=metrics.tuned_prob,
+    ),
+    TokenColumn(
+        "kl", pa.float32(), "KL(base‖tuned) = Σ_v p_base(v) log(p_base(v) / p_tuned(v)), nats, full vocabulary",
+        aligntds="AlignTDS's KL@k: renormalised top lists, summed over texts in both; truncated, may be negative",
+        viewer=True, compute=metrics.kl,
+    ),
+    TokenColumn(
+        "kl_reverse", pa.float32(), "KL(tuned‖base), nats, full vocabulary",
+        aligntds="null (AlignTDS has no reverse KL)", viewer=True, compute=metrics.kl_reverse,
+    ),
+    TokenColumn(
+        "tuned_rank", pa.int64(), "1-indexed exact rank of the response token among tuned logits", aligntds="null",
+        compute=metrics.tuned_rank,
+    ),
+    TokenColumn(
+        "base_entropy", pa.float32(), "entropy of p_base, nats", aligntds="null", viewer=True,
+        compute=metrics.base_entropy,
+    ),
+    TokenColumn(
+        "tuned_entropy", pa.float32(), "entropy of p_tuned, nats", aligntds="null", viewer=True,
+        compute=metrics.tuned_entropy,
+    ),
+    TokenColumn("tuned_top1", pa.int32(), "argmax of the tuned distribution", compute=metrics.tuned_top1),
+    TokenColumn(
+        "is_tuned_top1", pa.bool_(),
+        "the response token is the tuned argmax (false under sampling or changed numerics)",
+        compute=metrics.is_tuned_top1,
+    ),
+    TokenColumn(
+        "base_rank_of_tuned_top1", pa.int64(), "1-indexed exact base rank of the tuned argmax",
+        aligntds="null (base_rank already ranks the tuned top-1)", compute=metrics.base_rank_of_tuned_top1,
+    ),
+    TokenColumn(
+        "sentence_index", pa.int32(),
+        "0-based sentence of the response the token belongs to; -1 for white space",
+    ),
+    TokenColumn("initiation", pa.bool_(), "the token is among the first 5% (at least one) of its sentence's tokens"),
+    TokenColumn(
+        "base_top_ids", pa.list_(pa.int32()), "the base model's top-k token ids, best first",
+        aligntds="the first k of the base model's stored top list", viewer=True, compute=metrics.base_top_ids,
+    ),
+    TokenColumn(
+        "base_top_probs", pa.list_(pa.float32()), "their full-vocabulary base probabilities",
+        aligntds="their weights renormalised over the stored list", viewer=True, compute=metrics.base_top_probs,
+    ),
+    TokenColumn(
+        "tuned_top_ids", pa.list_(pa.int32()), "the tuned model's top-k token ids, best first",
+        aligntds="the first k of the tuned model's stored top list", viewer=True, compute=metrics.tuned_top_ids,
+    ),
+    TokenColumn(
+        "tuned_top_probs", pa.list_(pa.float32()), "their full-vocabulary tuned probabilities",
+        aligntds="their weights renormalised over the stored list", viewer=True, compute=metrics.tuned_top_probs,
+    ),
+)  # fmt: skip
+"""Every column of tokens.parquet, in file order."""
+
+
+def token_columns() -> tuple[TokenColumn, ...]:
+    """The registry as it stands when called (a column registered later reaches every use)."""
+    return TOKEN_COLUMNS
+
+
+def token_schema() -> pa.Schema:
+    """The Arrow schema of tokens.parquet."""
+    return pa.schema([(column.name, column.type) for column in token_columns()])
+
+
+def column_definitions(mode: str) -> dict[str, str]:
+    """What each column means in ``mode`` ("exact" or "aligntds"), written into the file's metadata.
+
+    Columns that mean the same in both modes come first, then those whose meaning depends on the
+    mode, each group in file order.
+    """
+    same = [column for column in token_columns() if column.aligntds is None]
+    differs = [column for column in token_columns() if column.aligntds is not None]
+    return {
+        column.name: column.aligntds if mode == "aligntds" and column.aligntds is not None else column.definition
+        for column in [*same, *differs]
+    }
+
+
+def viewer_columns() -> list[str]:
+    """The columns viewer.html reads."""
+    return [column.name for column in token_columns() if column.viewer]
+
+
+def exact_metrics(positions: Positions) -> dict[str, Tensor]:
+    """Every exact-mode metric column at a chunk of positions, by column name."""
+    return {column.name: column.compute(positions) for column in token_columns() if column.compute is not None}
