@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tunescope import assets
+from tunescope.assets import cache_dir, convert_gguf
 from tunescope.config import Config
 from tunescope.errors import UserError
+from tunescope.files import atomic_path, sha256_file
 
 RUN_MARKER = "run.json"
 
@@ -63,8 +66,6 @@ def resolve_model(spec: str) -> ModelSource:
         UserError: when ``spec`` is neither a usable local path nor an asset name; hub ids are
             only checked when loading.
     """
-    from tunescope import assets
-
     path = Path(spec).expanduser()
     if not path.exists():
         if spec in assets.ASSETS:
@@ -100,9 +101,6 @@ def _adapter_base(adapter_dir: Path) -> ModelSource:
 
 
 def _converted_gguf(gguf: Path) -> Path:
-    from tunescope.assets import cache_dir, convert_gguf
-    from tunescope.files import atomic_path, sha256_file
-
     target = cache_dir() / "gguf" / sha256_file(gguf)[:16]
     if not (target / "config.json").is_file():
         with atomic_path(target) as tmp:

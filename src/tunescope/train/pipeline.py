@@ -19,9 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.config import config_to_dict
-from tunescope.data import IGNORE_INDEX, LoadedData, TokenizedExample, load_examples, tokenize_examples
+from tunescope.data import (
+    IGNORE_INDEX,
+    DataSettings,
+    LoadedData,
+    TokenizedExample,
+    load_examples,
+    nested_subset,
+    render_prompt,
+    tokenize_examples,
+)
 from tunescope.data.templates import apply_template_choice
 from tunescope.distributed import broadcast, process_state
+from tunescope.env import device_info, git_commit, package_versions
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.models import ModelSource, load_model, load_tokenizer, resolve_model
@@ -228,8 +238,6 @@ def _peft_config(config: TrainConfig) -> Any:
 def _provenance(
     config: TrainConfig, source: ModelSource, data: TrainingData, model: Any, processes: dict[str, Any]
 ) -> dict[str, Any]:
-    from tunescope.env import device_info, git_commit, package_versions
-
     def count(parameter: Any) -> int:  # ZeRO-3 leaves an empty shard in place and keeps the size apart
         return getattr(parameter, "ds_numel", parameter.numel())
 
@@ -297,7 +305,6 @@ def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
 
 
 def _shift_monitor(config: TrainConfig, run_dir: Path, tokenizer: Any) -> Any:
-    from tunescope.data import DataSettings, nested_subset, render_prompt
     from tunescope.train.monitor import ShiftMonitor
 
     prompts = load_examples(DataSettings(data=config.monitor_prompts), require_response=False).examples
