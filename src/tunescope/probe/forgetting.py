@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tunescope.assets import dataset_path
 from tunescope.probe.knowledge import KnowledgeScore, score_knowledge
 from tunescope.probe.scoring import mean_token_loss
 
@@ -45,8 +46,6 @@ def general_questions() -> list[GeneralQuestion]:
 
 def heldout_passages(n_passages: int = 24, seed: int = 0) -> list[str]:
     """A seeded sample of the ``shakespeare`` asset's passages (prepared on first use)."""
-    from tunescope.assets import dataset_path
-
     path = Path(dataset_path("shakespeare"))
     passages = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(seed).shuffle(passages)

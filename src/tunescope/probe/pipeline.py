@@ -19,11 +19,16 @@ from typing import Any
 from pydantic import Field
 
 from tunescope.config import Config
+from tunescope.data import load_examples
 from tunescope.errors import UserError
 from tunescope.facts import ProbeQuestion, probe_questions, shipped_facts
 from tunescope.files import write_json, write_jsonl
+from tunescope.generate import GenerateConfig, generate
+from tunescope.models import load_model, load_tokenizer
 from tunescope.probe.forgetting import compare_forgetting, general_questions, heldout_passages, score_forgetting
 from tunescope.probe.knowledge import exact_matches, score_knowledge
+from tunescope.rundir import saved_config
+from tunescope.train import TrainConfig
 
 PROBE_FILE = "probe.json"
 """The probes' results, in the output directory."""
@@ -57,10 +62,6 @@ def taught_fact_ids(run_dir: Path) -> set[str] | None:
 
     None when ``run_dir`` is not a run trained on fictional facts (its facts are all untaught).
     """
-    from tunescope.data import load_examples
-    from tunescope.rundir import saved_config
-    from tunescope.train import TrainConfig
-
     settings = saved_config(run_dir) if run_dir.is_dir() else None
     if settings is None:
         return None
@@ -94,8 +95,6 @@ def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> tuple[lis
 
 
 def _free_answers(model: str, questions: list[ProbeQuestion], work: Path, config: ProbeConfig) -> list[str]:
-    from tunescope.generate import GenerateConfig, generate
-
     prompts = work / "fact_questions.jsonl"
     if not prompts.exists():
         write_jsonl(prompts, [{"id": q.id, "messages": [{"role": "user", "content": q.question}]} for q in questions])
@@ -116,8 +115,6 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
     Raises:
         UserError: when a model cannot be loaded or the output directory cannot be written.
     """
-    from tunescope.models import load_model, load_tokenizer
-
     out = Path(config.out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

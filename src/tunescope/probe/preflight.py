@@ -21,10 +21,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tunescope.data import DataSettings, Example, load_examples, render_prompt, tokenize_examples
+from tunescope.data import DataSettings, Example, load_examples, nested_subset, render_prompt, tokenize_examples
 from tunescope.data.templates import apply_template_choice
 from tunescope.decoding import generate_batch, stop_token_ids
-from tunescope.models import ModelSettings
+from tunescope.files import write_json
+from tunescope.models import ModelSettings, load_model, load_tokenizer
+from tunescope.probe.forgetting import heldout_passages
+from tunescope.probe.scoring import mean_token_loss, response_loss
 
 Recommendation = Literal["lora_is_enough", "continued_pretraining_first", "full_finetuning_overwrites"]
 
@@ -151,12 +154,6 @@ def _answer_accuracy(model: Any, tokenizer: Any, examples: list[Example], config
 
 def preflight(config: PreflightConfig) -> PreflightResult:
     """Measure the base model's familiarity with ``config.data`` and recommend how to tune."""
-    from tunescope.data import nested_subset
-    from tunescope.files import write_json
-    from tunescope.models import load_model, load_tokenizer
-    from tunescope.probe.forgetting import heldout_passages
-    from tunescope.probe.scoring import mean_token_loss, response_loss
-
     loaded = load_examples(config.model_copy(update={"subset_size": None}))
     examples = nested_subset(loaded.examples, min(config.sample_size, len(loaded.examples)), config.subset_seed)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)

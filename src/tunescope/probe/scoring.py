@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tunescope.data import IGNORE_INDEX
 from tunescope.decoding import pad_batch
 
 
@@ -95,8 +96,6 @@ def response_loss(model: Any, examples: Sequence[Any], pad_id: int, batch_size: 
     tokens training would (assistant turns by default), which is what "how surprising is this
     data to the model" means for instruction tuning.
     """
-    from tunescope.data import IGNORE_INDEX
-
     total, count = 0.0, 0
     for batch in _batches(list(examples), batch_size):
         ids, mask = pad_batch([example.input_ids for example in batch], pad_id)
