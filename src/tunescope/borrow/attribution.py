@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from tunescope.borrow.embeddings import top_k
 from tunescope.borrow.index import SearchIn, TrainingIndex
 from tunescope.borrow.style import rounded, share_entry
 from tunescope.borrow.text import ngram_overlap, normalized_words
@@ -192,8 +193,6 @@ def attribute_span(
     by_embedding: list[dict[str, Any]] = []
     cosine_of: dict[int, float] = {}
     if embeddings is not None and query_embedding is not None and len(index):
-        from tunescope.borrow.embeddings import top_k
-
         rows, scores = top_k(embeddings, query_embedding[None, :], candidates)
         for row, score in zip(rows[0].tolist(), scores[0].tolist(), strict=True):
             cosine_of[row] = score

@@ -41,9 +41,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tunescope.assets import cache_dir
 from tunescope.borrow.lexicon import FUNCTION_WORDS, WORD
 from tunescope.borrow.text import SEGMENT_SEPARATOR, ngram_overlap, normalized_words, occurs_exactly
 from tunescope.data import DataSettings, Example, load_examples
+from tunescope.data.dataset import resolve_data_source
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file, write_json
 
@@ -552,15 +554,11 @@ def brute_force_lookup(examples: Sequence[Example], phrase: str, search_in: Sear
 
 def default_index_root() -> Path:
     """``<tunescope cache>/borrow``: where indexes live unless told otherwise."""
-    from tunescope.assets import cache_dir
-
     return cache_dir() / "borrow"
 
 
 def _quick_fingerprint(settings: DataSettings) -> str | None:
     """The data hash without parsing the data, for a local file (what ``load_examples`` records)."""
-    from tunescope.data.dataset import resolve_data_source
-
     path = Path(resolve_data_source(settings.data)).expanduser()
     return sha256_file(path) if path.is_file() else None
 

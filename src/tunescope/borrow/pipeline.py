@@ -30,6 +30,7 @@ from tunescope.borrow.answers import ask, generation_settings, read_answers
 from tunescope.borrow.attribution import Span, attribute_span, attribution_summary, read_spans
 from tunescope.borrow.config import RUNTIME_SETTINGS, BorrowConfig
 from tunescope.borrow.counterfactual import counterfactual_summary, persistence, prompt_id, rephrased_messages
+from tunescope.borrow.embeddings import SentenceEmbedder, cached_embeddings
 from tunescope.borrow.imitation import imitation_summary, length_stats
 from tunescope.borrow.index import RESPONSE, TrainingIndex, open_index
 from tunescope.borrow.lexicon import tag_tokens
@@ -38,9 +39,12 @@ from tunescope.borrow.style import style_token_summary
 from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
 from tunescope.config import config_to_dict
 from tunescope.data import DataSettings
+from tunescope.data.dataset import resolve_data_source
+from tunescope.data.readers import FILE_SUFFIXES
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.models import load_tokenizer
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
 from tunescope.shift.output import ShiftRun, read_shift_run
 
@@ -110,9 +114,6 @@ def check_training_source(settings: DataSettings) -> None:
     Raises:
         UserError: naming the missing file.
     """
-    from tunescope.data.dataset import resolve_data_source
-    from tunescope.data.readers import FILE_SUFFIXES
-
     source = resolve_data_source(settings.data)
     path = Path(source).expanduser()
     if not path.exists() and (path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~"))):
@@ -184,8 +185,6 @@ def training_response_lengths(index: TrainingIndex, tokenizer: Any) -> dict[str,
 def _embeddings(
     config: BorrowConfig, index: TrainingIndex, queries: list[str], log: Callable[[str], None]
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    from tunescope.borrow.embeddings import SentenceEmbedder, cached_embeddings
-
     embedder = SentenceEmbedder(
         max_length=config.embed_max_length, batch_size=config.embed_batch_size, device=config.device
     )
@@ -309,8 +308,6 @@ def borrow(
     borrowed = borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
                               bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
     lap("borrowed_words")
-
-    from tunescope.models import load_tokenizer
 
     tuned_model = config.tuned_model or str(run.settings.get("tuned"))
     tokenizer = load_tokenizer(tuned_model)

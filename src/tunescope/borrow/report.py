@@ -13,6 +13,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from tunescope.borrow.lexicon import CATEGORIES
+
 SECTION = """\
 <section class="ts-borrow">
 <style>
@@ -149,8 +151,6 @@ def render_section(
         title: The section's heading.
         level: Its heading level (``<h2>`` by default; subsections one below), to sit inside another page.
     """
-    from tunescope.borrow.lexicon import CATEGORIES
-
     template = _environment().from_string(SECTION)
     return template.render(b=borrow, spans=spans or [], categories=CATEGORIES, top_shown=top_shown,
                            spans_shown=spans_shown, title=title, level=level)  # fmt: skip

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunescope.borrow import BorrowConfig, borrow
 from tunescope.config import add_config_arguments, build_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``borrow`` verb."""
-    from tunescope.borrow.config import BorrowConfig
-
     parser = subparsers.add_parser(
         "borrow",
         help="trace shifted tokens and hallucinated spans back to the training set",
@@ -32,8 +31,6 @@ def _percent(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, run the analysis and print the headline numbers."""
-    from tunescope.borrow import BorrowConfig, borrow
-
     overrides = {name: getattr(args, name) for name in BorrowConfig.model_fields if hasattr(args, name)}
     config = build_config(BorrowConfig, yaml_path=args.config, overrides=overrides)
     result = borrow(config, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr))

@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from tunescope.errors import UserError
 from tunescope.experiment.demo import demo_config
 from tunescope.experiment.pipeline import run_experiment
+from tunescope.report import build_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,9 +40,6 @@ def _trained_runs(manifest: Path) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo grid and write the report."""
-    from tunescope.errors import UserError
-    from tunescope.report import build_report
-
     judge = None
     if args.judge_base_url:
         if not args.judge_model:

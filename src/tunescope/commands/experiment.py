@@ -7,6 +7,7 @@ import argparse
 from tunescope.config import build_config
 from tunescope.experiment.config import ExperimentConfig
 from tunescope.experiment.pipeline import run_experiment
+from tunescope.report import build_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,5 @@ def run(args: argparse.Namespace) -> int:
     manifest = run_experiment(config, args.out)
     print(f"experiment: {manifest}")
     if args.report:
-        from tunescope.report import build_report
-
         print(f"report: {build_report(args.out).html}")
     return 0

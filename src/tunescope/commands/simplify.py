@@ -6,12 +6,11 @@ import argparse
 import sys
 
 from tunescope.config import add_config_arguments, build_config
+from tunescope.simplify import SimplifyConfig, simplify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``simplify`` verb."""
-    from tunescope.simplify.config import SimplifyConfig
-
     parser = subparsers.add_parser(
         "simplify",
         help="rewrite every training response concisely (LIMA-Simple), resumably",
@@ -29,8 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the settings, rewrite the dataset and print what was done."""
     from tqdm import tqdm
-
-    from tunescope.simplify import SimplifyConfig, simplify
 
     overrides = {name: getattr(args, name) for name in SimplifyConfig.model_fields if hasattr(args, name)}
     config = build_config(SimplifyConfig, yaml_path=args.config, overrides=overrides)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from tunescope.assets import dataset_path
 from tunescope.config import Config
 from tunescope.data.formats import DataFormat, Message, detect_format, to_messages
 from tunescope.data.readers import read_dataset
@@ -69,8 +70,6 @@ class LoadedData:
 
 def resolve_data_source(data: str) -> str:
     """Return ``data`` itself when it exists, else the path of the tunescope asset so named, else ``data``."""
-    from tunescope.assets import dataset_path
-
     if Path(data).expanduser().exists():
         return data
     path = dataset_path(data)

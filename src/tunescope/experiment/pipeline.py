@@ -11,11 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunescope.borrow import BorrowConfig, borrow
+from tunescope.data import DataSettings, load_examples
 from tunescope.display import display_name
 from tunescope.errors import UserError
 from tunescope.experiment.config import DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
 from tunescope.files import write_json, write_jsonl
+from tunescope.generate import GenerateConfig, generate
+from tunescope.judge import JudgeConfig, judge
+from tunescope.probe.pipeline import ProbeConfig, run_probes
+from tunescope.shift import ShiftConfig, compute_shift
+from tunescope.train import TrainConfig, train
 
 MANIFEST = "experiment.json"
 
@@ -24,8 +31,6 @@ def _data_stage(spec: DatasetSpec) -> Stage:
     """Write the dataset's examples (mixed and subset as specified) into one JSONL file."""
 
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.data import DataSettings, load_examples
-
         rows = []
         for source in spec.sources:
             loaded = load_examples(DataSettings(data=source.data, format=source.format, subset_size=source.subset_size))
@@ -40,8 +45,6 @@ def _train_stage(config: ExperimentConfig, model: str, data: Stage, size: int | 
     settings = {**config.train, "model": model, "subset_size": size, "method": method}
 
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.train import TrainConfig, train
-
         train_config = TrainConfig.model_validate(
             {**settings, "data": str(runner.directory(data) / "train.jsonl"), "out": str(directory)}
         )
@@ -58,8 +61,6 @@ def _generate_stage(config: ExperimentConfig, model_stage: Stage | None, model: 
     settings = {"model": None if model_stage else model, **config.eval.model_dump(mode="json")}
 
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.generate import GenerateConfig, generate
-
         source = str(runner.directory(model_stage)) if model_stage else model
         responses = directory / "responses.jsonl"
         generate(
@@ -76,8 +77,6 @@ def _generate_stage(config: ExperimentConfig, model_stage: Stage | None, model: 
 
 def _shift_stage(config: ExperimentConfig, model: str, tuned: Stage, responses: Stage, runner: StageRunner) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.shift import ShiftConfig, compute_shift
-
         shift_config = ShiftConfig.model_validate(
             {
                 **config.shift,
@@ -97,8 +96,6 @@ def _shift_stage(config: ExperimentConfig, model: str, tuned: Stage, responses: 
 
 def _judge_stage(config: ExperimentConfig, generations: dict[str, Stage], runner: StageRunner, cell: str) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.judge import JudgeConfig, judge
-
         judge_config = JudgeConfig.model_validate(
             {
                 **(config.judge or {}),
@@ -117,8 +114,6 @@ def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], 
     settings = {"base": model, **config.probes.model_dump(mode="json")}
 
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.probe.pipeline import ProbeConfig, run_probes
-
         probe_config = ProbeConfig(
             base=model, tuned=[str(runner.directory(stage)) for stage in tuned.values()], out=str(directory / "probe"),
             max_questions=config.probes.max_questions, passages=config.probes.passages,
@@ -131,8 +126,6 @@ def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], 
 
 def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: StageRunner) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
-        from tunescope.borrow import BorrowConfig, borrow
-
         result = borrow(
             BorrowConfig(
                 shift=str(runner.directory(shift) / "shift"),

@@ -31,6 +31,7 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path
 from tunescope.generate.config import GenerateConfig
 from tunescope.generate.store import ResponseFile, ResponseRecord, response_lines
+from tunescope.generate.vllm_backend import VLLMGenerator, require_vllm
 from tunescope.models import load_model, load_tokenizer, resolve_model
 from tunescope.rundir import config_differences
 
@@ -156,8 +157,6 @@ def _configured_stop_ids(source: Any, tokenizer: Any) -> list[int]:
 def _decoder(config: GenerateConfig, source: Any, tokenizer: Any, precision: str, device: str) -> Any:
     """A function that decodes a batch of prompt ids with the chosen backend (the model is loaded here)."""
     if config.backend == "vllm":
-        from tunescope.generate.vllm_backend import VLLMGenerator
-
         engine = VLLMGenerator(
             source, precision, tensor_parallel_size=config.vllm_tensor_parallel_size, seed=config.seed,
             merge_adapter=config.merge_adapter,
@@ -202,8 +201,6 @@ def generate(
         raise UserError(f"--out {path}: the responses file must end in .jsonl")
     state = process_state()
     if config.backend == "vllm":
-        from tunescope.generate.vllm_backend import require_vllm
-
         require_vllm()
         if state.num_processes > 1:
             raise UserError(

@@ -22,7 +22,7 @@ from typing import Any
 
 from tunescope.decoding import Generated
 from tunescope.errors import UserError
-from tunescope.models import ModelSource
+from tunescope.models import ModelSource, load_model, load_tokenizer
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -149,8 +149,6 @@ def _adapter_rank(source: ModelSource) -> int:
 def _merge_adapter(source: ModelSource, out: Path, precision: str) -> None:
     """Write the base with the adapter merged in (safetensors) and the tokenizer to ``out``, for vLLM to load."""
     import torch
-
-    from tunescope.models import load_model, load_tokenizer
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     merged = load_model(source, dtype=dtype).merge_and_unload()

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from tunescope.config import config_to_dict
 from tunescope.distributed import model_device, process_state, require_visible, shard
 from tunescope.errors import UserError
-from tunescope.files import atomic_path, write_json, write_jsonl, write_yaml
+from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
 from tunescope.shift.columns import viewer_columns
@@ -165,8 +165,6 @@ def _files_fingerprint(description: dict[str, Any]) -> list[Any]:
 
 def _parts_key(config: ShiftConfig, pair: ModelPair) -> dict[str, Any]:
     """What the scored batches depend on: a leftover batch is reused only when all of it is unchanged."""
-    from tunescope.files import sha256_file
-
     report_only = set(ShiftReportSettings.model_fields) - {"initiation_fraction"}
     return {
         "settings": {k: v for k, v in config_to_dict(config).items() if k != "out" and k not in report_only},
