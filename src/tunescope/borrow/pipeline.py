@@ -1,13 +1,15 @@
 """`borrow(config)`: from a shift run and the training data to borrow.json, spans.jsonl and an HTML section.
 
-The steps, each a plain function a notebook can call on its own:
+The phases, each a plain function a notebook can call on its own:
 
-1. :func:`~tunescope.shift.output.read_shift_run` reads the tuned responses' tokens and classes;
+1. :func:`read_inputs`: the shift run (:func:`~tunescope.shift.output.read_shift_run`), the tuned
+   answers and the spans, all checked; then :func:`claim_output`;
 2. :func:`~tunescope.borrow.index.open_index` opens (or builds once) the training-set index;
-3. :func:`~tunescope.borrow.style.style_token_summary`: which tokens shift, style or content;
-4. :func:`~tunescope.borrow.words.borrowed_words`: borrowed words, with the unshifted and base baselines;
-5. :func:`~tunescope.borrow.imitation.imitation_summary`: lengths (Table 11);
-6. :func:`~tunescope.borrow.attribution.attribute_span` per span, and the counterfactual check.
+3. :func:`style_tokens`: which tokens shift, style or content;
+4. :func:`get_base_answers`, then :func:`words_found`: borrowed words, with the unshifted and base baselines;
+5. :func:`lengths`: response lengths (Table 11);
+6. :func:`attribute_spans`: where each span could come from, and the counterfactual check;
+7. :func:`borrow_summary` and :func:`write_outputs`.
 
 Inputs are all checked before anything is written. Generated answers (the base model's, the
 counterfactuals) are appended to files in the output directory as they come, so rerunning the
@@ -232,6 +234,242 @@ def _counterfactuals(
 
 
 # ------------------------------------------------------------------------------------------
+# The phases of a run, in order
+
+
+@dataclass(frozen=True)
+class BorrowInputs:
+    """Everything a run reads before it writes anything, checked."""
+
+    run: ShiftRun
+    """The shift run: tuned responses, their tokens and classes."""
+    tuned: dict[str, ResponseRecord]
+    """The tuned answers by id (their prompts, finish reasons and generation settings)."""
+    spans: list[Span]
+    """The marked spans to attribute (none without --spans)."""
+    data: DataSettings
+    """The training data."""
+
+
+class Laps:
+    """Seconds spent in each phase, for borrow.json."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        """Close the phase ``name``: the time since the previous phase ended."""
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 3)
+        self._clock = now
+
+
+def read_inputs(config: BorrowConfig) -> BorrowInputs:
+    """Read and check the shift run, the tuned answers, the spans and the training source.
+
+    Raises:
+        UserError: for a missing or empty shift run, a missing responses file, tuned answers without
+            the prompts the base model must answer, bad spans, or a missing training file.
+    """
+    run = read_shift_run(config.shift)
+    if not run.responses:
+        raise UserError(f"--shift {run.directory}: the run scored no response")
+    responses_path = config.responses or run.settings.get("responses")
+    tuned: dict[str, ResponseRecord] = {}
+    if responses_path and Path(responses_path).expanduser().is_file():
+        tuned = read_answers(responses_path)
+    elif config.responses:
+        raise UserError(f"--responses {responses_path}: file not found")
+    missing = [r.example_id for r in run.responses if r.example_id not in tuned]
+    needs_prompts = config.generate_base and not (config.base_responses and Path(config.base_responses).is_file())
+    if missing and needs_prompts:
+        raise UserError(
+            f"the tuned responses file {responses_path!r} lacks the prompt of '{missing[0]}', needed to generate the "
+            "base model's answers; pass --responses, --base-responses, or --no-generate-base"
+        )
+    spans = read_spans(config.spans, run.by_id()) if config.spans else []
+    data = config.data_settings()
+    check_training_source(data)
+    return BorrowInputs(run, tuned, spans, data)
+
+
+def style_tokens(config: BorrowConfig, run: ShiftRun) -> dict[str, Any]:
+    """Which tokens shift, tagged style or content (the ``style_tokens`` section)."""
+    tags = [tag_tokens(r.text, r.char_start.tolist(), r.char_end.tolist()) for r in run.responses]
+    return style_token_summary(
+        run.responses, tags, top_n=config.top_tokens, bootstrap_samples=config.bootstrap_samples, seed=config.seed
+    )
+
+
+def matched_base_ids(
+    run: ShiftRun, base: dict[str, ResponseRecord] | None, description: dict[str, Any] | None
+) -> list[str]:
+    """Ids of the scored responses that have a base answer (a warning when some have none)."""
+    base_ids = [r.example_id for r in run.responses if base is not None and r.example_id in base]
+    if base is not None and len(base_ids) < len(run.responses):
+        warnings.warn(
+            f"{len(run.responses) - len(base_ids)} of {len(run.responses)} scored prompts have no base answer in "
+            f"{description['path'] if description else ''}: the base baseline covers the others",
+            stacklevel=3,
+        )
+    if description is not None:
+        description["n_matched"] = len(base_ids)
+    return base_ids
+
+
+def words_found(
+    config: BorrowConfig,
+    run: ShiftRun,
+    index: TrainingIndex,
+    base: dict[str, ResponseRecord] | None,
+    base_ids: list[str],
+) -> dict[str, Any]:
+    """Shifted, unshifted and base-model words found in the training set (the ``borrowed_words`` section)."""
+    tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
+    base_words = [plain_words(base[example_id].output or "") for example_id in base_ids] if base else None
+    return borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
+                          bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
+
+
+def lengths(
+    config: BorrowConfig,
+    inputs: BorrowInputs,
+    index: TrainingIndex,
+    base: dict[str, ResponseRecord] | None,
+    base_ids: list[str],
+) -> dict[str, Any]:
+    """Response lengths of the training data, the tuned and the base model (the ``imitation`` section, Table 11)."""
+    run, tuned = inputs.run, inputs.tuned
+    tuned_model = config.tuned_model or str(run.settings.get("tuned"))
+    tokenizer = load_tokenizer(tuned_model)
+    tuned_texts = [r.text for r in run.responses]
+    tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False
+                       for r in run.responses]  # fmt: skip
+    base_texts = [base[example_id].output or "" for example_id in base_ids] if base else []
+    return imitation_summary(
+        training_response_lengths(index, tokenizer),
+        length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
+        length_stats(base_texts, token_counts(tokenizer, base_texts),
+                     truncated=[base[i].finish_reason == "length" for i in base_ids]) if base else None,
+        tokenizer_name=tuned_model,
+    )  # fmt: skip
+
+
+@dataclass
+class SpanResults:
+    """What the analysis found for the marked spans."""
+
+    records: list[dict[str, Any]]
+    """One record per span, for spans.jsonl."""
+    attribution: dict[str, Any] | None = None
+    """The ``attribution`` section."""
+    counterfactual: dict[str, Any] | None = None
+    """The ``counterfactual`` section."""
+    embedder: dict[str, Any] | None = None
+    """The sentence embedder's description, when embeddings were used."""
+
+
+def attribute_spans(
+    config: BorrowConfig, inputs: BorrowInputs, index: TrainingIndex, out: Path, say: Callable[[str], None], lap: Laps
+) -> SpanResults:
+    """Where each marked span could come from in the training set, and whether it survives a rephrased prompt."""
+    run, spans, tuned = inputs.run, inputs.spans, inputs.tuned
+    if not spans:
+        return SpanResults([])
+    by_id = run.by_id()
+    instructions = {example_id: answer.instruction or "" for example_id, answer in tuned.items()}
+    matrix = queries = embedder = None
+    if config.embeddings:
+        query_texts = [f"{instructions.get(span.example_id, '')}\n{by_id[span.example_id].text}" for span in spans]
+        matrix, queries, embedder = _embeddings(config, index, query_texts, say)
+        lap("embeddings")
+    records = [
+        attribute_span(
+            span,
+            by_id[span.example_id],
+            index,
+            search_in=config.search_in,
+            embeddings=matrix,
+            query_embedding=queries[span.number] if queries is not None else None,
+            candidates=config.candidates,
+            max_ids=config.max_ids,
+        )
+        for span in spans
+    ]
+    attribution = attribution_summary(records, bootstrap_samples=config.bootstrap_samples, seed=config.seed)
+    lap("attribution")
+    results, counterfactual = _counterfactuals(config, run, spans, tuned, out, say)
+    for record in records:
+        record["counterfactual"] = results.get(record["span"])
+    lap("counterfactual")
+    return SpanResults(records, attribution, counterfactual, embedder)
+
+
+TRAINING_FIELDS = (
+    "source",
+    "fingerprint",
+    "format",
+    "selection",
+    "n_examples",
+    "n_turns",
+    "n_words",
+    "vocabulary_size",
+)
+"""What borrow.json repeats of the training index's manifest."""
+
+
+def borrow_summary(
+    config: BorrowConfig,
+    run: ShiftRun,
+    index: TrainingIndex,
+    built: bool,
+    sections: dict[str, Any],
+    spans: SpanResults,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The contents of borrow.json."""
+    return {
+        "schema": SCHEMA,
+        "shift": {
+            "directory": str(run.directory),
+            "mode": run.mode,
+            "base": run.settings.get("base"),
+            "tuned": run.settings.get("tuned"),
+            "n_responses": len(run.responses),
+            "n_tokens": int(sum(len(r.klass) for r in run.responses)),
+            "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
+            f"{run.settings.get('marginal_max_rank', 3)}, shifted: above",
+        },
+        "training": {key: index.manifest.get(key) for key in TRAINING_FIELDS}
+        | {
+            "index": str(index.directory),
+            "index_built_now": built,
+            "index_build_seconds": index.manifest["build_seconds"],
+            "ids": "each example's id field, else its 0-based row number in the source",
+        },  # fmt: skip
+        **sections,
+        "attribution": spans.attribution,
+        "counterfactual": spans.counterfactual,
+        "embedder": spans.embedder,
+        "files": {"spans": SPANS_FILE if spans.records else None, "html": HTML_FILE},
+        "timings": timings,
+        "settings": config_to_dict(config),
+    }
+
+
+def write_outputs(out: Path, summary: dict[str, Any], span_records: list[dict[str, Any]]) -> None:
+    """borrow.json, spans.jsonl (or none), borrow.html, and the marker that the run is complete."""
+    if span_records:
+        write_jsonl(out / SPANS_FILE, span_records)
+    else:
+        (out / SPANS_FILE).unlink(missing_ok=True)
+    write_json(out / BORROW_FILE, summary)
+    write_text(out / HTML_FILE, render_page(summary, span_records))
+    write_json(out / DONE_FILE, {"status": "complete", "command": "borrow"})
+
+
+# ------------------------------------------------------------------------------------------
 # The whole run
 
 
@@ -252,155 +490,26 @@ def borrow(
         UserError: for bad input, reported before anything is written where possible.
     """
     say = log or (lambda message: None)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
-
-    run = read_shift_run(config.shift)
-    if not run.responses:
-        raise UserError(f"--shift {run.directory}: the run scored no response")
-    responses_path = config.responses or run.settings.get("responses")
-    tuned: dict[str, ResponseRecord] = {}
-    if responses_path and Path(responses_path).expanduser().is_file():
-        tuned = read_answers(responses_path)
-    elif config.responses:
-        raise UserError(f"--responses {responses_path}: file not found")
-    missing = [r.example_id for r in run.responses if r.example_id not in tuned]
-    needs_prompts = config.generate_base and not (config.base_responses and Path(config.base_responses).is_file())
-    if missing and needs_prompts:
-        raise UserError(
-            f"the tuned responses file {responses_path!r} lacks the prompt of '{missing[0]}', needed to generate the "
-            "base model's answers; pass --responses, --base-responses, or --no-generate-base"
-        )
-    spans = read_spans(config.spans, run.by_id()) if config.spans else []
-    data_settings = config.data_settings()
-    check_training_source(data_settings)
+    lap = Laps()
+    inputs = read_inputs(config)
+    run = inputs.run
     out = claim_output(config, overwrite)
     lap("read_inputs")
-
-    say(f"training index of {data_settings.data}")
-    index, built = open_index(data_settings, config.index_dir)
+    say(f"training index of {inputs.data.data}")
+    index, built = open_index(inputs.data, config.index_dir)
     lap("index")
-    tags = [tag_tokens(r.text, r.char_start.tolist(), r.char_end.tolist()) for r in run.responses]
-    style = style_token_summary(
-        run.responses, tags, top_n=config.top_tokens, bootstrap_samples=config.bootstrap_samples, seed=config.seed
-    )
+    style = style_tokens(config, run)
     lap("style_tokens")
-
-    base, base_description = get_base_answers(config, run, tuned, out, say)
+    base, base_description = get_base_answers(config, run, inputs.tuned, out, say)
     lap("base_answers")
-    base_ids = [r.example_id for r in run.responses if base is not None and r.example_id in base]
-    if base is not None and len(base_ids) < len(run.responses):
-        warnings.warn(
-            f"{len(run.responses) - len(base_ids)} of {len(run.responses)} scored prompts have no base answer in "
-            f"{base_description['path'] if base_description else ''}: the base baseline covers the others",
-            stacklevel=2,
-        )
-    if base_description is not None:
-        base_description["n_matched"] = len(base_ids)
-    tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
-    base_words = [plain_words(base[example_id].output or "") for example_id in base_ids] if base else None
-    borrowed = borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
-                              bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
+    base_ids = matched_base_ids(run, base, base_description)
+    borrowed = words_found(config, run, index, base, base_ids)
     lap("borrowed_words")
-
-    tuned_model = config.tuned_model or str(run.settings.get("tuned"))
-    tokenizer = load_tokenizer(tuned_model)
-    tuned_texts = [r.text for r in run.responses]
-    tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False
-                       for r in run.responses]  # fmt: skip
-    base_texts = [base[example_id].output or "" for example_id in base_ids] if base else []
-    imitation = imitation_summary(
-        training_response_lengths(index, tokenizer),
-        length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
-        length_stats(base_texts, token_counts(tokenizer, base_texts),
-                     truncated=[base[i].finish_reason == "length" for i in base_ids]) if base else None,
-        tokenizer_name=tuned_model,
-    )  # fmt: skip
+    imitation = lengths(config, inputs, index, base, base_ids)
     lap("imitation")
-
-    span_records: list[dict[str, Any]] = []
-    attribution = counterfactual = embedder = None
-    if spans:
-        by_id = run.by_id()
-        instructions = {example_id: answer.instruction or "" for example_id, answer in tuned.items()}
-        matrix = queries = None
-        if config.embeddings:
-            query_texts = [f"{instructions.get(span.example_id, '')}\n{by_id[span.example_id].text}" for span in spans]
-            matrix, queries, embedder = _embeddings(config, index, query_texts, say)
-            lap("embeddings")
-        for span in spans:
-            span_records.append(
-                attribute_span(
-                    span,
-                    by_id[span.example_id],
-                    index,
-                    search_in=config.search_in,
-                    embeddings=matrix,
-                    query_embedding=queries[span.number] if queries is not None else None,
-                    candidates=config.candidates,
-                    max_ids=config.max_ids,
-                )
-            )
-        attribution = attribution_summary(span_records, bootstrap_samples=config.bootstrap_samples, seed=config.seed)
-        lap("attribution")
-        results, counterfactual = _counterfactuals(config, run, spans, tuned, out, say)
-        for record in span_records:
-            record["counterfactual"] = results.get(record["span"])
-        lap("counterfactual")
-
-    summary = {
-        "schema": SCHEMA,
-        "shift": {
-            "directory": str(run.directory),
-            "mode": run.mode,
-            "base": run.settings.get("base"),
-            "tuned": run.settings.get("tuned"),
-            "n_responses": len(run.responses),
-            "n_tokens": int(sum(len(r.klass) for r in run.responses)),
-            "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
-            f"{run.settings.get('marginal_max_rank', 3)}, shifted: above",
-        },
-        "training": {
-            key: index.manifest.get(key)
-            for key in (
-                "source",
-                "fingerprint",
-                "format",
-                "selection",
-                "n_examples",
-                "n_turns",
-                "n_words",
-                "vocabulary_size",
-            )  # fmt: skip
-        }
-        | {
-            "index": str(index.directory),
-            "index_built_now": built,
-            "index_build_seconds": index.manifest["build_seconds"],
-            "ids": "each example's id field, else its 0-based row number in the source",
-        },  # fmt: skip
-        "style_tokens": style,
-        "borrowed_words": borrowed,
-        "base_responses": base_description,
-        "imitation": imitation,
-        "attribution": attribution,
-        "counterfactual": counterfactual,
-        "embedder": embedder,
-        "files": {"spans": SPANS_FILE if spans else None, "html": HTML_FILE},
-        "timings": timings,
-        "settings": config_to_dict(config),
-    }
-    if spans:
-        write_jsonl(out / SPANS_FILE, span_records)
-    else:
-        (out / SPANS_FILE).unlink(missing_ok=True)
-    write_json(out / BORROW_FILE, summary)
-    write_text(out / HTML_FILE, render_page(summary, span_records))
-    write_json(out / DONE_FILE, {"status": "complete", "command": "borrow"})
-    return BorrowResult(out, summary, span_records)
+    spans = attribute_spans(config, inputs, index, out, say, lap)
+    sections = {"style_tokens": style, "borrowed_words": borrowed, "base_responses": base_description,
+                "imitation": imitation}  # fmt: skip
+    summary = borrow_summary(config, run, index, built, sections, spans, lap.timings)
+    write_outputs(out, summary, spans.records)
+    return BorrowResult(out, summary, spans.records)

@@ -23,7 +23,7 @@ from typing import Any
 from tunescope import __version__
 from tunescope.data.dataset import resolve_data_source
 from tunescope.data.formats import detect_format, to_messages
-from tunescope.data.readers import RawRecord, read_dataset
+from tunescope.data.readers import RawDataset, RawRecord, read_dataset
 from tunescope.errors import TunescopeError, UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.llm import Backend, RequestFailed, backend_from_settings
@@ -128,7 +128,7 @@ def read_part(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return done
 
 
-class _Plan:
+class Plan:
     """The records of the dataset and, for each, which responses need a request."""
 
     def __init__(self, records: list[RawRecord], data_format: str, config: SimplifyConfig) -> None:
@@ -154,8 +154,23 @@ class _Plan:
             )
 
 
+def read_plan(config: SimplifyConfig) -> tuple[RawDataset, Plan]:
+    """Read the dataset and decide, response by response, what to ask the rewriter.
+
+    Raises:
+        UserError: for a missing or empty dataset, or a malformed record.
+    """
+    raw = read_dataset(resolve_data_source(config.data), config.split)
+    if not raw.records:
+        raise UserError(f"{raw.source}: the dataset is empty")
+    data_format = config.format
+    if data_format == "auto":
+        data_format = detect_format(raw.records[0].fields, raw.records[0].locator)
+    return raw, Plan(raw.records, data_format, config)
+
+
 def _rewrite_record(
-    row: int, plan: _Plan, backend: Backend, config: SimplifyConfig, stop: threading.Event
+    row: int, plan: Plan, backend: Backend, config: SimplifyConfig, stop: threading.Event
 ) -> dict[str, Any] | None:
     """Rewrite the responses of one record; its part-file line (None when the run is stopping)."""
     responses = []
@@ -185,53 +200,24 @@ def _lengths(entries: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(len(entry[key]) for entry in entries) / len(entries), 2) if entries else None
 
 
-def simplify(
+def rewrite_all(
+    plan: Plan,
+    todo: list[int],
+    done: dict[int, dict[str, Any]],
+    part: Path,
+    header: dict[str, Any],
+    backend: Backend,
     config: SimplifyConfig,
-    *,
-    overwrite: bool = False,
-    backend: Backend | None = None,
-    log: Callable[[str], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> SimplifyResult:
-    """Rewrite every response of ``config.data`` concisely into ``config.out``; resumable.
+    progress: Callable[[int], None] | None,
+) -> list[tuple[int, str]]:
+    """Rewrite the records ``todo`` in parallel, appending each finished one to ``part`` and ``done``.
 
-    Args:
-        config: Validated settings.
-        overwrite: Discard an earlier run's output and unfinished progress.
-        backend: The rewriter (default: built from the settings); any judge backend works.
-        log: Called with one line per stage.
-        progress: Called with the number of records finished.
+    Returns:
+        (row, message) of every record whose request failed for good; the others are done.
 
     Raises:
-        UserError: for bad input, or progress made with other settings.
-        TunescopeError: when some responses could not be rewritten (the finished ones are kept;
-            rerun to retry the rest), or the backend refuses every request.
+        BackendError: when the backend refuses every request (requests in flight finish and are kept).
     """
-    say = log or (lambda message: None)
-    out = Path(config.out).expanduser()
-    part = sibling(out, "part.jsonl")
-    raw = read_dataset(resolve_data_source(config.data), config.split)
-    if not raw.records:
-        raise UserError(f"{raw.source}: the dataset is empty")
-    data_format = config.format
-    if data_format == "auto":
-        data_format = detect_format(raw.records[0].fields, raw.records[0].locator)
-    plan = _Plan(raw.records, data_format, config)
-    if overwrite:
-        part.unlink(missing_ok=True)
-    elif out.exists() and not part.exists():
-        raise UserError(f"--out {out}: already exists; pass --overwrite to simplify again")
-    backend = backend or build_backend(config)
-    header = _header(config, raw.fingerprint, data_format, backend)
-    done = read_part(part, header) if part.is_file() else {}
-    todo = [row for row in range(len(raw.records)) if row not in done]
-    n_requests = sum(reason is None for row in todo for reason in plan.keep[row])
-    say(f"{len(raw.records)} records ({data_format}): {len(done)} done before, {len(todo)} to go, "
-        f"{n_requests} responses to rewrite with {backend.describe().get('model')}")  # fmt: skip
-    if progress and done:
-        progress(len(done))
-
-    started = time.perf_counter()
     failures: list[tuple[int, str]] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -276,32 +262,36 @@ def simplify(
             raise
         finally:
             executor.shutdown(wait=True)
-            backend.close()
-    seconds = time.perf_counter() - started
-    if failures:
-        row, message = min(failures)
-        raise TunescopeError(
-            f"{len(failures)} of {len(raw.records)} records could not be rewritten (first: "
-            f"{raw.records[row].locator}: {message}); {len(done)} finished ones are kept in {part}: "
-            "run the same command again to retry the rest"
-        )
+    return failures
 
-    # Every record is done: write the dataset, then its provenance, then keep the log of rewrites.
+
+def write_dataset(out: Path, raw: RawDataset, data_format: str, done: dict[int, dict[str, Any]]) -> None:
+    """The simplified dataset: every record as it was, with its responses' new texts (one atomic write)."""
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as writer:
         for row, record in enumerate(raw.records):
             texts = [entry["text"] for entry in done[row]["responses"]]
             writer.write(json.dumps(with_responses(record.fields, data_format, texts), ensure_ascii=False,
                                     default=_jsonable) + "\n")  # fmt: skip
+
+
+def provenance(
+    config: SimplifyConfig,
+    raw: RawDataset,
+    data_format: str,
+    done: dict[int, dict[str, Any]],
+    backend: Backend,
+    seconds: float,
+) -> dict[str, Any]:
+    """The provenance file: source, rewriter, prompt, rules, what happened to the responses, lengths."""
     entries = [entry for row in range(len(raw.records)) for entry in done[row]["responses"]]
     rewritten = [entry for entry in entries if entry["action"] == REWRITTEN]
-    description = backend.describe()
-    provenance = {
+    return {
         "schema": SCHEMA,
         "tunescope_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {"data": raw.source, "sha256": raw.fingerprint, "format": data_format, "split": config.split},
-        "output": {"path": str(out), "n_records": len(raw.records), "format": data_format},
-        "rewriter": {**description, "stand_in": bool(getattr(backend, "stand_in", False))},
+        "output": {"path": str(Path(config.out).expanduser()), "n_records": len(raw.records), "format": data_format},
+        "rewriter": {**backend.describe(), "stand_in": bool(getattr(backend, "stand_in", False))},
         "prompt": {
             "version": PROMPT_VERSION,
             "sha256": PROMPT_HASH,
@@ -327,8 +317,69 @@ def simplify(
         "seconds_this_run": round(seconds, 3),
         "settings": config.model_dump(mode="json"),
     }
-    result = SimplifyResult(out, provenance)
-    write_json(result.provenance_path, provenance)
+
+
+def simplify(
+    config: SimplifyConfig,
+    *,
+    overwrite: bool = False,
+    backend: Backend | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimplifyResult:
+    """Rewrite every response of ``config.data`` concisely into ``config.out``; resumable.
+
+    The phases: :func:`read_plan`, then the progress of an interrupted run (:func:`read_part`),
+    :func:`rewrite_all`, and once every record is done :func:`write_dataset`, its
+    :func:`provenance`, and the part file kept as the log of rewrites.
+
+    Args:
+        config: Validated settings.
+        overwrite: Discard an earlier run's output and unfinished progress.
+        backend: The rewriter (default: built from the settings); any :class:`~tunescope.llm.Backend` works.
+        log: Called with one line per stage.
+        progress: Called with the number of records finished.
+
+    Raises:
+        UserError: for bad input, or progress made with other settings.
+        TunescopeError: when some responses could not be rewritten (the finished ones are kept;
+            rerun to retry the rest), or the backend refuses every request.
+    """
+    say = log or (lambda message: None)
+    out = Path(config.out).expanduser()
+    part = sibling(out, "part.jsonl")
+    raw, plan = read_plan(config)
+    if overwrite:
+        part.unlink(missing_ok=True)
+    elif out.exists() and not part.exists():
+        raise UserError(f"--out {out}: already exists; pass --overwrite to simplify again")
+    backend = backend or build_backend(config)
+    header = _header(config, raw.fingerprint, plan.format, backend)
+    done = read_part(part, header) if part.is_file() else {}
+    todo = [row for row in range(len(raw.records)) if row not in done]
+    n_requests = sum(reason is None for row in todo for reason in plan.keep[row])
+    say(f"{len(raw.records)} records ({plan.format}): {len(done)} done before, {len(todo)} to go, "
+        f"{n_requests} responses to rewrite with {backend.describe().get('model')}")  # fmt: skip
+    if progress and done:
+        progress(len(done))
+
+    started = time.perf_counter()
+    try:
+        failures = rewrite_all(plan, todo, done, part, header, backend, config, progress)
+    finally:
+        backend.close()
+    seconds = time.perf_counter() - started
+    if failures:
+        row, message = min(failures)
+        raise TunescopeError(
+            f"{len(failures)} of {len(raw.records)} records could not be rewritten (first: "
+            f"{raw.records[row].locator}: {message}); {len(done)} finished ones are kept in {part}: "
+            "run the same command again to retry the rest"
+        )
+    # Every record is done: write the dataset, then its provenance, then keep the log of rewrites.
+    write_dataset(out, raw, plan.format, done)
+    result = SimplifyResult(out, provenance(config, raw, plan.format, done, backend, seconds))
+    write_json(result.provenance_path, result.provenance)
     part.replace(result.rewrites_path)
     return result
 
