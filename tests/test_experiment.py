@@ -151,13 +151,37 @@ def test_report_of_a_directory_without_an_experiment(tmp_path, capsys):
     assert "no experiment.json" in capsys.readouterr().err
 
 
-def test_shipped_cpu_grid_is_the_demo():
+@pytest.mark.parametrize("quick", [False, True])
+def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick):
     from tunescope.config import build_config
     from tunescope.experiment.config import ExperimentConfig
     from tunescope.experiment.demo import demo_config
 
+    assert main(["demo", "--print-config", *(["--quick"] if quick else [])]) == 0
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(capsys.readouterr().out)
+    assert build_config(ExperimentConfig, yaml_path=grid) == demo_config(quick=quick)
+    assert not (tmp_path / "runs").exists()  # printed, not run
+
+
+def test_quick_demo_changes_only_what_its_overrides_name():
+    from tunescope.experiment.demo import demo_config
+
+    quick, full = demo_config(quick=True).model_dump(), demo_config().model_dump()
+    changed = {key for key in full if quick[key] != full[key]}
+    assert changed == {"datasets", "train", "eval", "judge", "probes"}
+    assert {k for k in full["train"] if quick["train"][k] != full["train"][k]} == {
+        "epochs", "monitor_every", "monitor_examples", "monitor_tokens"
+    }  # fmt: skip
+    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [16, 16]
+    assert quick["judge"] == {**full["judge"], "limit": 2}
+
+
+def test_shipped_paper_grid_is_valid():
+    from tunescope.config import build_config
+    from tunescope.experiment.config import ExperimentConfig
+
     configs = Path(__file__).parents[1] / "configs"
-    assert build_config(ExperimentConfig, yaml_path=configs / "experiment_cpu.yaml") == demo_config()
     paper = build_config(ExperimentConfig, yaml_path=configs / "experiment_paper.yaml")
     assert paper.subset_sizes == [1000, 10000, 25000, 52002] and paper.train["learning_rate"] == 5e-5
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from tunescope.errors import UserError
 from tunescope.experiment.demo import demo_config
 from tunescope.experiment.pipeline import run_experiment
@@ -25,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller grid that finishes in a few minutes")
     parser.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint to judge with instead of the stand-in")
     parser.add_argument("--judge-model", help="the judge's model name at that endpoint")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the grid as an experiment file (for `tunescope experiment FILE`) instead of running it",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -45,8 +52,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.judge_model:
             raise UserError("--judge-base-url needs --judge-model")
         judge = {"backend": "openai", "base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None}
+    config = demo_config(quick=args.quick, judge=judge)
+    if args.print_config:
+        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
-    manifest = run_experiment(demo_config(quick=args.quick, judge=judge), out)
+    manifest = run_experiment(config, out)
     report = build_report(out)
     for finding in report.findings:
         print(f"{finding['verdict']:>15}  {finding['claim']}")

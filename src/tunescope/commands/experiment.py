@@ -18,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every stage of an experiment grid described by a YAML file; a rerun skips finished "
         "stages and resumes an interrupted one. Then `tunescope report OUT` draws the report.",
     )
-    parser.add_argument("config", help="YAML file of experiment settings (see configs/experiment_*.yaml)")
+    parser.add_argument(
+        "config",
+        help="YAML file of experiment settings (configs/experiment_paper.yaml, or `tunescope demo --print-config`)",
+    )
     parser.add_argument("--out", required=True, help="experiment directory (created; reused by a rerun)")
     parser.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=True, help="write the report at the end"
