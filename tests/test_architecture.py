@@ -1,6 +1,7 @@
 """The package's shape: imports follow the pipeline, and the responses record reads what it writes."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,24 @@ def test_the_checks_find_what_they_forbid():
     assert import_cycles(made_up) == ["tunescope.shift.a -> tunescope.shift.b -> tunescope.shift.a"]
     assert "tunescope.llm" in GRAPH["tunescope.simplify.pipeline"]  # the real graph is read
     assert "tunescope.generate.store" in GRAPH["tunescope.shift.inputs"]
+
+
+def test_every_cited_method_section_exists():
+    root = SOURCE.parent
+    method = (root / "docs" / "method.md").read_text(encoding="utf-8")
+    # GitHub's anchors: headings lower-cased, punctuation dropped, spaces as hyphens.
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", method, re.M)
+    }
+    cited = {}
+    for path in [*(root / "src").rglob("*.py"), *(root / "docs").glob("*.md"), root / "README.md"]:
+        for anchor in re.findall(r"method\.md#([\w-]+)", path.read_text(encoding="utf-8")):
+            cited.setdefault(anchor, path.name)
+    assert len(cited) >= 8 and "averaging" in anchors
+    assert not {anchor: where for anchor, where in cited.items() if anchor not in anchors}
+    no_outside_documents = re.compile(r"PAPER_SPEC|PEERS §")
+    assert not [path for path in (root / "src").rglob("*.py") if no_outside_documents.search(path.read_text())]
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Pattern copying and borrowing: what a tuned model took from its training set.
 
-The paper's second and third findings (PAPER_SPEC §5, §6, §9, §10), automated at dataset scale:
-which tokens shift and whether they are style or content, how many shifted words occur in the
-training set (beside unshifted and base-model baselines), whether answer length follows the
-training data, and where marked hallucination spans could come from.
+The paper's second and third findings, automated at dataset scale: which tokens shift and whether
+they are style or content, how many shifted words occur in the training set (beside unshifted and
+base-model baselines), whether answer length follows the training data, and where marked
+hallucination spans could come from. The definitions are in docs/method.md, from #style-tokens to
+#hallucination-attribution.
 
 From Python::
 

@@ -1,4 +1,6 @@
-"""Hallucination attribution (paper §5, PAPER_SPEC §10.3): where in the training set could a span come from?
+"""Hallucination attribution (paper §5): where in the training set could a span come from?
+
+Definitions: docs/method.md#hallucination-attribution.
 
 The paper's attribution is human judgement; this is its automatable approximation, labelled as
 such in every output. For each marked span of a tuned response:

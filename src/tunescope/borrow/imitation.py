@@ -1,8 +1,9 @@
 """Style imitation (paper Table 11): do the tuned model's answers take the training responses' length?
 
 The paper reports an "Avg Token Length" of training responses and of model outputs whose values
-look like characters (PAPER_SPEC §9.2). tunescope reports all three units, labelled: characters,
-words (runs of non-space characters) and tokens of the tuned model's tokenizer.
+look like characters (docs/method.md#table-11-lengths). tunescope reports all three units,
+labelled: characters, words (runs of non-space characters) and tokens of the tuned model's
+tokenizer.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 r"""Style or content? A documented lexicon and a few rules that tag the words a tuned model shifted on.
 
-The paper (PAPER_SPEC §5) reads its Fig. 12 by eye: LoRA's shifted tokens are "style tokens"
-(``typically``, ``However``, ``following``, ``suggestions``, ``Yes``), full fine-tuning's are "all
-kinds of tokens", content words included. This module makes that reading repeatable. Every word
-gets one of four categories:
+The paper (docs/method.md#style-tokens) reads its Fig. 12 by eye: LoRA's shifted tokens are "style
+tokens" (``typically``, ``However``, ``following``, ``suggestions``, ``Yes``), full fine-tuning's
+are "all kinds of tokens", content words included. This module makes that reading repeatable. Every
+word gets one of four categories:
 
 * ``discourse``: discourse markers and connectives (``however``, ``additionally``), hedges and
   frequency adverbs (``typically``, ``generally``), interaction and politeness words (``yes``,

@@ -70,8 +70,8 @@ def occurs_normalized(phrase_words: Sequence[str], text_words: Sequence[str]) ->
 def keyword_ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
     """The distinct n-grams of ``words`` that contain at least one word that is not a function word.
 
-    This approximates the paper's spaCy-extracted keywords (PAPER_SPEC §10.2) without spaCy: an
-    n-gram made only of words like "of the" carries no content and is left out.
+    This approximates the paper's spaCy-extracted keywords (docs/method.md#hallucination-attribution)
+    without spaCy: an n-gram made only of words like "of the" carries no content and is left out.
     """
     return {
         gram

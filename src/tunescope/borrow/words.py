@@ -1,4 +1,6 @@
-"""Borrowed words (paper §3.2 / PAPER_SPEC §6): are the words a tuned model shifted on in its training set?
+"""Borrowed words (paper §3.2): are the words a tuned model shifted on in its training set?
+
+Definitions: docs/method.md#borrowed-words.
 
 The paper takes the words that *start with* a shifted (or marginal) token and string-searches
 them in the training set: 81.2% and 66.7% are found. Here a word starts at a position when the

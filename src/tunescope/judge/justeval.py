@@ -1,7 +1,7 @@
 """Import and export just-eval's judged records, so published outputs can be re-scored.
 
-just-eval (PEERS §2.3) writes a JSON list with one record per item: ``id``, ``input`` (the
-instruction), ``output_cand``, ``generator_cand``, ``eval_config`` (``mode``, judge model,
+just-eval (docs/method.md#just-eval-formats) writes a JSON list with one record per item: ``id``,
+``input`` (the instruction), ``output_cand``, ``generator_cand``, ``eval_config`` (``mode``, judge model,
 ``max_words``), the rendered ``prompt``, the judge's raw text ``result`` and ``parsed_result``
 (aspect -> ``{"reason", "score"}``, scores as strings).
 

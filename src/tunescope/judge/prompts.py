@@ -1,6 +1,6 @@
 """The judge's prompts: our own wording of the just-eval protocol, versioned and hashed.
 
-Three templates, one per mode (PAPER_SPEC §8.1, PEERS §2.2):
+Three templates, one per mode (docs/method.md#aspects):
 
 * ``score``: five aspects (helpfulness, clarity, factuality, depth, engagement), each a whole
   number from 1 to 5 with a short reason, in one call;

@@ -2,8 +2,8 @@
 
 Every context of the per-token recipe (prompt plus the response so far) is a prefix of prompt
 plus response, so one causal forward pass over the whole sequence yields the next-token
-distribution at every response position at once (PAPER_SPEC §2.1). The sequences of a batch are
-right-padded: positions then count from 0 in every row, exactly as for an unpadded sequence, and
+distribution at every response position at once (docs/method.md#one-pass-per-model). The sequences
+of a batch are right-padded: positions then count from 0 in every row, exactly as for an unpadded sequence, and
 the attention mask hides the padding.
 
 The hidden state at sequence position ``P + t − 1`` (prompt length ``P``) predicts response token

@@ -1,7 +1,7 @@
 """summary.json: the token-level table reduced to the paper's numbers, with bootstrap intervals.
 
-Two averages are reported for every metric (PAPER_SPEC §2.5): **micro**, over all tokens pooled
-(what the paper and AlignTDS report), and **macro**, the mean of per-response means. The 95%
+Two averages are reported for every metric (docs/method.md#averaging): **micro**, over all tokens
+pooled (what the paper and AlignTDS report), and **macro**, the mean of per-response means. The 95%
 intervals come from a bootstrap over responses: resample responses with replacement, recompute the
 statistic, take the 2.5th and 97.5th percentiles. Resampling whole responses respects that tokens
 of one response are not independent.

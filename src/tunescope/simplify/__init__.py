@@ -1,7 +1,7 @@
 """`tunescope simplify`: the paper's LIMA-Simple, a training set whose responses are rewritten concisely.
 
-The paper (PAPER_SPEC §9.4) rewrote every LIMA response with GPT-4 to keep only what is helpful
-and factual, leaving code and summaries alone, and found that training on the shorter responses
+The paper (docs/method.md#simplified-training-data) rewrote every LIMA response with GPT-4 to keep
+only what is helpful and factual, leaving code and summaries alone, and found that training on the shorter responses
 reduced length-driven hallucination. This package does the same for any instruction dataset,
 through either judge backend (an OpenAI-compatible endpoint or a local transformers model)::
 
