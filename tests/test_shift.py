@@ -223,13 +223,13 @@ def test_aligntds_mode_matches_the_per_token_recipe(tmp_path, pair_dirs, tiny_to
 
 def test_logits_are_held_one_bounded_chunk_at_a_time(tmp_path, pair_dirs, monkeypatch):
     seen = []
-    original = shift_scoring.compare_distributions
+    original = shift_scoring.exact_metrics
 
-    def spy(base_logits, tuned_logits, fed, **settings):
-        seen.append(base_logits.shape[0])
-        return original(base_logits, tuned_logits, fed, **settings)
+    def spy(positions):
+        seen.append(positions.base_logits.shape[0])
+        return original(positions)
 
-    monkeypatch.setattr(shift_scoring, "compare_distributions", spy)
+    monkeypatch.setattr(shift_scoring, "exact_metrics", spy)
     small = run_shift(tmp_path, pair_dirs.base, pair_dirs.adapter, pair_dirs.from_adapter, "small", chunk_tokens=7)
     assert max(seen) == 7 and len(seen) > small.summary["n_tokens"] / 7
     seen.clear()

@@ -8,8 +8,9 @@ import torch
 
 from tunescope.distributions import classify, entropy, kl_divergence, log_probs, rank_of
 from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
+from tunescope.shift.columns import exact_metrics
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens, sentence_spans
-from tunescope.shift.scoring import compare_distributions
+from tunescope.shift.metrics import Positions
 from tunescope.shift.summary import summarize_columns
 from tunescope.shift.text import token_spans
 
@@ -54,10 +55,10 @@ def test_classes_follow_the_thresholds():
     assert classify(ranks, unshifted_max_rank=2, marginal_max_rank=4).tolist() == [0, 0, 1, 1, 2]
 
 
-def test_compare_distributions_on_a_hand_checked_position():
+def test_exact_metrics_on_a_hand_checked_position():
     base = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     tuned = torch.tensor([[0.0, 3.0, 0.0, 0.0]])
-    m = compare_distributions(base, tuned, torch.tensor([1]), top_k=2)
+    m = exact_metrics(Positions(base, tuned, torch.tensor([1]), top_k=2))
     p_base = torch.softmax(base, -1)[0]
     assert m["base_rank"].item() == 2 and m["tuned_rank"].item() == 1 and m["tuned_top1"].item() == 1
     assert m["base_prob"].item() == pytest.approx(p_base[1].item())

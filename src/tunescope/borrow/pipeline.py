@@ -302,42 +302,36 @@ def style_tokens(config: BorrowConfig, run: ShiftRun) -> dict[str, Any]:
     )
 
 
-def matched_base_ids(
+def matched_base_answers(
     run: ShiftRun, base: dict[str, ResponseRecord] | None, description: dict[str, Any] | None
-) -> list[str]:
-    """Ids of the scored responses that have a base answer (a warning when some have none)."""
-    base_ids = [r.example_id for r in run.responses if base is not None and r.example_id in base]
-    if base is not None and len(base_ids) < len(run.responses):
+) -> list[ResponseRecord] | None:
+    """The base answers to the scored prompts, in the shift run's order (a warning when some have none)."""
+    if base is None:
+        return None
+    matched = [base[r.example_id] for r in run.responses if r.example_id in base]
+    if len(matched) < len(run.responses):
         warnings.warn(
-            f"{len(run.responses) - len(base_ids)} of {len(run.responses)} scored prompts have no base answer in "
+            f"{len(run.responses) - len(matched)} of {len(run.responses)} scored prompts have no base answer in "
             f"{description['path'] if description else ''}: the base baseline covers the others",
             stacklevel=3,
         )
     if description is not None:
-        description["n_matched"] = len(base_ids)
-    return base_ids
+        description["n_matched"] = len(matched)
+    return matched
 
 
 def words_found(
-    config: BorrowConfig,
-    run: ShiftRun,
-    index: TrainingIndex,
-    base: dict[str, ResponseRecord] | None,
-    base_ids: list[str],
+    config: BorrowConfig, run: ShiftRun, index: TrainingIndex, base: list[ResponseRecord] | None
 ) -> dict[str, Any]:
     """Shifted, unshifted and base-model words found in the training set (the ``borrowed_words`` section)."""
     tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
-    base_words = [plain_words(base[example_id].output or "") for example_id in base_ids] if base else None
+    base_words = [plain_words(answer.output or "") for answer in base] if base is not None else None
     return borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
                           bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
 
 
 def lengths(
-    config: BorrowConfig,
-    inputs: BorrowInputs,
-    index: TrainingIndex,
-    base: dict[str, ResponseRecord] | None,
-    base_ids: list[str],
+    config: BorrowConfig, inputs: BorrowInputs, index: TrainingIndex, base: list[ResponseRecord] | None
 ) -> dict[str, Any]:
     """Response lengths of the training data, the tuned and the base model (the ``imitation`` section, Table 11)."""
     run, tuned = inputs.run, inputs.tuned
@@ -346,12 +340,12 @@ def lengths(
     tuned_texts = [r.text for r in run.responses]
     tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False
                        for r in run.responses]  # fmt: skip
-    base_texts = [base[example_id].output or "" for example_id in base_ids] if base else []
+    base_texts = [answer.output or "" for answer in base or []]
     return imitation_summary(
         training_response_lengths(index, tokenizer),
         length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
         length_stats(base_texts, token_counts(tokenizer, base_texts),
-                     truncated=[base[i].finish_reason == "length" for i in base_ids]) if base else None,
+                     truncated=[answer.finish_reason == "length" for answer in base]) if base is not None else None,
         tokenizer_name=tuned_model,
     )  # fmt: skip
 
@@ -500,12 +494,12 @@ def borrow(
     lap("index")
     style = style_tokens(config, run)
     lap("style_tokens")
-    base, base_description = get_base_answers(config, run, inputs.tuned, out, say)
+    answers, base_description = get_base_answers(config, run, inputs.tuned, out, say)
     lap("base_answers")
-    base_ids = matched_base_ids(run, base, base_description)
-    borrowed = words_found(config, run, index, base, base_ids)
+    base = matched_base_answers(run, answers, base_description)
+    borrowed = words_found(config, run, index, base)
     lap("borrowed_words")
-    imitation = lengths(config, inputs, index, base, base_ids)
+    imitation = lengths(config, inputs, index, base)
     lap("imitation")
     spans = attribute_spans(config, inputs, index, out, say, lap)
     sections = {"style_tokens": style, "borrowed_words": borrowed, "base_responses": base_description,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,15 +262,40 @@ def _fail_all(aspects: tuple[str, ...], kind: str, repairs: list[str]) -> Parsed
     return ParsedReply(failures=dict.fromkeys(aspects, kind), repairs=repairs)
 
 
-def parse_score_reply(text: str, aspects: tuple[str, ...]) -> ParsedReply:
-    """Parse a score or safety reply: per aspect, a 1-5 score and a reason."""
+def _reply_table(text: str, aspects: tuple[str, ...]) -> tuple[dict[str, Any] | None, ParsedReply]:
+    """The reply's values by aspect and the result to fill, or None and the result of a reply with no object."""
     if not text or not text.strip():
-        return _fail_all(aspects, "empty", [])
+        return None, _fail_all(aspects, "empty", [])
     obj, repairs = extract_json_object(text, aspects)
     if obj is None:
-        return _fail_all(aspects, "unparseable", repairs)
-    table = _aspect_table(obj, aspects, repairs)
-    result = ParsedReply(repairs=repairs)
+        return None, _fail_all(aspects, "unparseable", repairs)
+    return _aspect_table(obj, aspects, repairs), ParsedReply(repairs=repairs)
+
+
+def _keep(
+    result: ParsedReply,
+    values: dict[str, Any],
+    aspect: str,
+    what: str,
+    raw: Any,
+    read: Callable[[Any], tuple[Any, str | None, bool]],
+) -> None:
+    """Read ``raw`` with ``read`` into ``values[aspect]``, or record why it fails; name a repair."""
+    value, failure, repaired = read(raw)
+    if failure:
+        result.failures[aspect] = failure
+        return
+    values[aspect] = value
+    if repaired:
+        result.repairs.append(f"{aspect}: {what} {raw!r} read as {value}")
+
+
+def parse_score_reply(text: str, aspects: tuple[str, ...]) -> ParsedReply:
+    """Parse a score or safety reply: per aspect, a 1-5 score and a reason."""
+    table, result = _reply_table(text, aspects)
+    if table is None:
+        return result
+    repairs = result.repairs
     for aspect in aspects:
         if aspect not in table:
             result.failures[aspect] = "missing"
@@ -289,25 +315,15 @@ def parse_score_reply(text: str, aspects: tuple[str, ...]) -> ParsedReply:
         else:
             raw_score = value
             repairs.append(f"{aspect}: bare score without reason")
-        score, failure, repaired = read_score(raw_score)
-        if failure:
-            result.failures[aspect] = failure
-        else:
-            result.scores[aspect] = score  # type: ignore[assignment]
-            if repaired:
-                repairs.append(f"{aspect}: score {raw_score!r} read as {score}")
+        _keep(result, result.scores, aspect, "score", raw_score, read_score)
     return result
 
 
 def parse_pairwise_reply(text: str, aspects: tuple[str, ...]) -> ParsedReply:
     """Parse a pairwise reply: per aspect, ``A``, ``B`` or ``tie``, plus one overall reason."""
-    if not text or not text.strip():
-        return _fail_all(aspects, "empty", [])
-    obj, repairs = extract_json_object(text, aspects)
-    if obj is None:
-        return _fail_all(aspects, "unparseable", repairs)
-    table = _aspect_table(obj, aspects, repairs)
-    result = ParsedReply(repairs=repairs)
+    table, result = _reply_table(text, aspects)
+    if table is None:
+        return result
     _, reason = _first(table, _REASON_KEYS)
     if isinstance(reason, str):
         result.reasons["overall"] = reason
@@ -322,13 +338,7 @@ def parse_pairwise_reply(text: str, aspects: tuple[str, ...]) -> ParsedReply:
             _, inner_reason = _first(inner, _REASON_KEYS)
             if isinstance(inner_reason, str):
                 result.reasons[aspect] = inner_reason
-        choice, failure, repaired = read_choice(raw)
-        if failure:
-            result.failures[aspect] = failure
-        else:
-            result.choices[aspect] = choice  # type: ignore[assignment]
-            if repaired:
-                repairs.append(f"{aspect}: choice {raw!r} read as {choice}")
+        _keep(result, result.choices, aspect, "choice", raw, read_choice)
     return result
 
 

@@ -109,27 +109,16 @@ class HFBackend:
         """True for the default model or any model under 1B parameters: a pipeline check, not a real judge."""
         return self.model == "smollm2" or (self.parameters is not None and self.parameters < STAND_IN_MAX_PARAMETERS)
 
+    def _decoding(self) -> dict[str, Any]:
+        return {"json_prefix": self.uses_schema, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
     def identity(self) -> dict[str, Any]:
         """Model, its weight files, and decoding settings."""
-        return {
-            "backend": "hf",
-            "model": self.model,
-            "weights": self._fingerprint,
-            "json_prefix": self.uses_schema,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        return {"backend": "hf", "model": self.model, "weights": self._fingerprint, **self._decoding()}
 
     def describe(self) -> dict[str, Any]:
         """Public description, with the parameter count."""
-        return {
-            "backend": "hf",
-            "model": self.model,
-            "parameters": self.parameters,
-            "json_prefix": self.uses_schema,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        return {"backend": "hf", "model": self.model, "parameters": self.parameters, **self._decoding()}
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:

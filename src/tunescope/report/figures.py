@@ -20,10 +20,15 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _metric_rows(cell: Cell, key: str) -> dict[str, list[dict[str, Any]]]:
+    """Per method, the training-metrics rows that carry ``key`` (methods without any left out)."""
+    runs = {m: [row for row in run.metrics if key in row] for m, run in cell.runs.items()}
+    return {m: rows for m, rows in runs.items() if rows}
+
+
 def loss_curves(cell: Cell) -> bytes | None:
     """Training loss per optimizer step, raw and smoothed, one colour per method."""
-    runs = {m: [row for row in run.metrics if "loss" in row] for m, run in cell.runs.items()}
-    runs = {m: rows for m, rows in runs.items() if rows}
+    runs = _metric_rows(cell, "loss")
     if not runs:
         return None
     plt = pyplot()
@@ -40,8 +45,7 @@ def loss_curves(cell: Cell) -> bytes | None:
 
 def monitor_curves(cell: Cell) -> bytes | None:
     """The live shift monitor: KL to the base model during training, one colour per method."""
-    runs = {m: [row for row in run.metrics if "monitor_kl" in row] for m, run in cell.runs.items()}
-    runs = {m: rows for m, rows in runs.items() if rows}
+    runs = _metric_rows(cell, "monitor_kl")
     if not runs:
         return None
     plt = pyplot()

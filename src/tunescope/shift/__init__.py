@@ -15,19 +15,20 @@ From Python::
     print(result.summary["shifted"], result.summary["kl_mean"])
 """
 
-from tunescope.shift.columns import TOKEN_COLUMNS, TokenColumn
+from tunescope.shift.columns import TOKEN_COLUMNS, TokenColumn, exact_metrics
 from tunescope.shift.config import ShiftConfig
+from tunescope.shift.metrics import Positions
 from tunescope.shift.pair import ModelPair, load_pair
 from tunescope.shift.pipeline import ShiftResult, compute_shift
-from tunescope.shift.scoring import compare_distributions
 
 __all__ = [
     "TOKEN_COLUMNS",
     "ModelPair",
+    "Positions",
     "ShiftConfig",
     "ShiftResult",
     "TokenColumn",
-    "compare_distributions",
+    "exact_metrics",
     "compute_shift",
     "load_pair",
 ]

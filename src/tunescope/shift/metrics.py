@@ -8,6 +8,7 @@ each metric function costs only its own arithmetic. The maths of each quantity i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import Tensor
 from tunescope.distributions import classify, log_probs, rank_of, token_log_prob
 
 
+@dataclass
 class Positions:
     """Both models' next-token distributions at a chunk of response positions.
 
@@ -24,32 +26,18 @@ class Positions:
     the response token that follows it, the same for both models.
     """
 
-    def __init__(
-        self,
-        base_logits: Tensor,
-        tuned_logits: Tensor,
-        fed: Tensor,
-        *,
-        top_k: int,
-        unshifted_max_rank: int = 1,
-        marginal_max_rank: int = 3,
-    ) -> None:
-        """Hold a chunk of positions.
-
-        Args:
-            base_logits: [positions, vocab] logits of the base model.
-            tuned_logits: [positions, vocab] logits of the tuned model on the same contexts.
-            fed: [positions] the response token at each position.
-            top_k: How many of each model's most likely tokens to keep for display.
-            unshifted_max_rank: Largest 1-indexed base rank that is unshifted.
-            marginal_max_rank: Largest 1-indexed base rank that is marginal.
-        """
-        self.base_logits = base_logits
-        self.tuned_logits = tuned_logits
-        self.fed = fed
-        self.top_k = top_k
-        self.unshifted_max_rank = unshifted_max_rank
-        self.marginal_max_rank = marginal_max_rank
+    base_logits: Tensor
+    """[positions, vocab] logits of the base model."""
+    tuned_logits: Tensor
+    """[positions, vocab] logits of the tuned model on the same contexts."""
+    fed: Tensor
+    """[positions] the response token at each position."""
+    top_k: int
+    """How many of each model's most likely tokens to keep for display."""
+    unshifted_max_rank: int = 1
+    """Largest 1-indexed base rank that is unshifted."""
+    marginal_max_rank: int = 3
+    """Largest 1-indexed base rank that is marginal."""
 
     @cached_property
     def base_logp(self) -> Tensor:

@@ -71,38 +71,12 @@ def _side_features(pair: ModelPair, side: Side, batch: list[ShiftInput]) -> Tens
     return pair.features(side, ids.to(pair.device), mask.to(pair.device), rows, cols)
 
 
-def compare_distributions(
-    base_logits: Tensor,
-    tuned_logits: Tensor,
-    fed: Tensor,
-    *,
-    top_k: int,
-    unshifted_max_rank: int = 1,
-    marginal_max_rank: int = 3,
-) -> dict[str, Tensor]:
-    """Every exact-mode metric column of tokens.parquet at a chunk of positions, full vocabulary.
-
-    Args:
-        base_logits: [positions, vocab] logits of the base model.
-        tuned_logits: [positions, vocab] logits of the tuned model on the same contexts.
-        fed: [positions] the response token at each position.
-        top_k: How many of each model's most likely tokens to keep for display.
-        unshifted_max_rank: Largest 1-indexed base rank that is unshifted.
-        marginal_max_rank: Largest 1-indexed base rank that is marginal.
-    """
-    positions = Positions(
-        base_logits, tuned_logits, fed, top_k=top_k, unshifted_max_rank=unshifted_max_rank,
-        marginal_max_rank=marginal_max_rank,
-    )  # fmt: skip
-    return exact_metrics(positions)
-
-
 def _exact_chunk(base_logits: Tensor, tuned_logits: Tensor, fed: Tensor, settings: ScoringSettings) -> Columns:
-    metrics = compare_distributions(
+    positions = Positions(
         base_logits, tuned_logits, fed, top_k=min(settings.top_k, base_logits.shape[-1]),
         unshifted_max_rank=settings.unshifted_max_rank, marginal_max_rank=settings.marginal_max_rank,
     )  # fmt: skip
-    return {name: value.cpu().numpy() for name, value in metrics.items()}
+    return {name: value.cpu().numpy() for name, value in exact_metrics(positions).items()}
 
 
 def _aligntds_chunk(
