@@ -3,7 +3,7 @@
 The paper (docs/method.md#simplified-training-data) rewrote every LIMA response with GPT-4 to keep
 only what is helpful and factual, leaving code and summaries alone, and found that training on the shorter responses
 reduced length-driven hallucination. This package does the same for any instruction dataset,
-through either judge backend (an OpenAI-compatible endpoint or a local transformers model)::
+through either backend of :mod:`tunescope.llm` (an OpenAI-compatible endpoint or a local transformers model)::
 
     from tunescope.simplify import SimplifyConfig, simplify
 
