@@ -299,16 +299,11 @@ def test_default_model_knows_general_facts_and_sits_at_chance_on_the_control():
     tokenizer, model = load_tokenizer("smollm2"), load_model("smollm2").eval()
     general = correct_choices(general_questions(), multiple_choice_predictions(model, tokenizer, general_questions()))
     assert accuracy(general).value >= 0.7
-    # The demo's question sets (a 48-example facts subset): the untaught base model must sit at chance.
-    sets = question_sets(shipped_facts(), _taught_by_subset(48))
-    outcomes = {}
-    for name in ("facts", "control"):
-        questions = getattr(sets, name)
-        outcomes[name] = correct_choices(questions, multiple_choice_predictions(model, tokenizer, questions))
-        low, high = accuracy(outcomes[name], chance=0.25).ci95
-        assert low <= 0.25 <= high, (name, low, high)
-    low, high = paired_proportions(outcomes["control"], outcomes["facts"]).ci95
-    assert low <= 0 <= high  # nothing was taught, so the taught questions are no easier than the control
+    # The demo's control set (a 48-example facts subset, 66 questions): the untaught base model sits at chance.
+    control = question_sets(shipped_facts(), _taught_by_subset(48)).control
+    outcomes = correct_choices(control, multiple_choice_predictions(model, tokenizer, control))
+    low, high = accuracy(outcomes, chance=0.25).ci95
+    assert len(control) > 40 and low <= 0.25 <= high, (low, high)
 
 
 def _fake_run(directory, tokenizer=None, seed=0, **settings):
