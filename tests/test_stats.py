@@ -214,6 +214,9 @@ def test_missing_interval_is_inconclusive_not_a_crash():
     assert difference_verdict(unavailable(None, 0, "x", "no items"), -1).verdict == "inconclusive"
     assert no_effect_verdict(off, 0.1, controlled()).verdict == "inconclusive"
     json.dumps(decision.to_json(), allow_nan=False)
+    for empty in (paired_mean_difference([], []), bootstrap_ratio([0.0, 0.0], [0.0, 0.0]), paired_proportions([], [])):
+        assert empty.value is None and not empty.has_interval and empty.note
+        assert difference_verdict(empty, +1).verdict == "inconclusive"
 
 
 # --- the rule for a claimed absence of effect ---

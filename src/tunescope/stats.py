@@ -183,7 +183,8 @@ def _run_bootstrap(
 
     sizes = [len(sample) for sample in data]
     n = sizes[0] if paired else sum(sizes)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # e.g. the mean of no items: NaN, handled just below
         value = _number(statistic(*data, axis=-1))
     description = f"{label}, {method} bootstrap, {resamples} resamples"
     if value is None:
@@ -310,7 +311,7 @@ def paired_mean_difference(
     seed: int = 0,
     method: BootstrapMethod = "BCa",
 ) -> Estimate:
-    """``mean(second - first)`` over matched items, with a paired bootstrap interval.
+    """``mean(second - first)`` over matched items, with a bootstrap interval (``scipy.stats.bootstrap``).
 
     E.g. per passage, the tuned model's loss minus the base model's; per prompt, LoRA's judge score
     minus full fine-tuning's. Pairing removes the between-item variation both share, which is why the
@@ -463,7 +464,8 @@ def paired_slope_difference(
     """``slope(second) - slope(first)``: how much faster the second model's pooled mean grows with ``x``.
 
     Both slopes as in :func:`bootstrap_slope`; items are resampled within each group with the same
-    indices for both models (they answered the same prompts), independently across groups.
+    indices for both models (they answered the same prompts), independently across groups
+    (``scipy.stats.bootstrap`` over one index array per group, ``paired=False``).
 
     Assumptions: as :func:`bootstrap_slope`, plus item ``i`` of a group is the same prompt for both.
     """
