@@ -2,10 +2,20 @@
 
 A seeded generator invents entities (people, towns, institutes) with three attributes each, then
 writes them two ways: as instruction data to train on (a description and one question per
-attribute, in *training* wording) and as closed-book probe questions in *different* wording, each
-with four multiple-choice options. A model that learned the fact answers the paraphrase; a model
-that only learned the training sentences' surface does not. Before tuning, accuracy must sit at
-the chance rate, because the facts are invented.
+attribute, in *training* wording) and as closed-book probe questions in *different* wording (both
+the question and the scored answer sentence), each with four multiple-choice options.
+
+The probe is built so that it cannot be passed without knowing the facts (:func:`question_sets`):
+
+* every option of a question is a value of the same attribute that the probed runs were *taught*,
+  so recognising "values seen in training" gives no advantage;
+* each taught value is the answer of exactly one question of its attribute, and the distractors are
+  drawn uniformly from the other taught values, so any preference over values alone (for the ones
+  seen most often, say) lands at the chance rate on average;
+* a *control* question about an invented entity never taught, with exactly the same options and
+  answer, is paired with every question: its accuracy is what a model reaches without the fact;
+* the same question in the *training wording* (training question, training answer sentence) is the
+  probe's positive control: memorised training sentences show up there first.
 """
 
 from __future__ import annotations
@@ -35,34 +45,50 @@ SUBJECTS = (
     "cryptography", "ornithology", "metallurgy", "seismology", "paleography", "hydrology",
 )  # fmt: skip
 
-# kind -> attribute -> (value pool name, training question, training answer, probe question)
-# Probe questions deliberately share no template with the training questions.
-KINDS: dict[str, dict[str, tuple[str, str, str, str]]] = {
+
+@dataclass(frozen=True)
+class Wording:
+    """How one attribute is taught and how it is probed; the two share no phrasing."""
+
+    pool: str
+    """Name of the value pool the attribute draws from (a year, a town, a profession, ...)."""
+    training_question: str
+    """The question of the training example, with ``{name}``."""
+    training_answer: str
+    """The training answer sentence, with ``{name}`` and ``{value}``."""
+    probe_question: str
+    """The probe's paraphrased question."""
+    probe_answer: str
+    """The probe's scored answer frame: shares no two consecutive words with any training sentence of its kind."""
+
+
+KINDS: dict[str, dict[str, Wording]] = {
     "person": {
-        "profession": ("professions", "What was {name}'s profession?", "{name} was a {value}.",
-                       "What did {name} do for a living?"),
-        "birth_year": ("years", "In what year was {name} born?", "{name} was born in {value}.",
-                       "Which year marks the birth of {name}?"),
-        "home_town": ("towns", "Where was {name} born?", "{name} was born in {value}.",
-                      "Name the town {name} came from."),
+        "profession": Wording("professions", "What was {name}'s profession?", "{name} was a {value}.",
+                              "What did {name} do for a living?", "Occupation of {name}: {value}."),
+        "birth_year": Wording("years", "In what year was {name} born?", "{name} was born in {value}.",
+                              "Which year marks the birth of {name}?", "{name}'s year of birth: {value}."),
+        "home_town": Wording("towns", "Where was {name} born?", "{name} was born in {value}.",
+                             "Name the town {name} came from.", "{name}'s home town: {value}."),
     },
     "town": {
-        "trade": ("trades", "What is {name} known for?", "{name} is known for {value}.",
-                  "Which trade made {name} famous?"),
-        "founded": ("years", "When was {name} founded?", "{name} was founded in {value}.",
-                    "In which year did {name} come into existence?"),
-        "river": ("rivers", "Which river flows through {name}?", "The river {value} flows through {name}.",
-                  "Name the river on whose banks {name} stands."),
+        "trade": Wording("trades", "What is {name} known for?", "{name} is known for {value}.",
+                         "Which trade made {name} famous?", "{name}'s chief industry: {value}."),
+        "founded": Wording("years", "When was {name} founded?", "{name} was founded in {value}.",
+                           "In which year did {name} come into existence?", "{name}'s founding year: {value}."),
+        "river": Wording("rivers", "Which river flows through {name}?", "The river {value} flows through {name}.",
+                         "Name the river on whose banks {name} stands.", "{name} stands beside the {value}."),
     },
     "institute": {
-        "subject": ("subjects", "What does {name} study?", "{name} studies {value}.",
-                    "Which field of research is {name} devoted to?"),
-        "founded": ("years", "When was {name} established?", "{name} was established in {value}.",
-                    "What is the founding year of {name}?"),
-        "town": ("towns", "Where is {name}?", "{name} is in {value}.",
-                 "In which town would you find {name}?"),
+        "subject": Wording("subjects", "What does {name} study?", "{name} studies {value}.",
+                           "Which field of research is {name} devoted to?", "{name}'s field of research: {value}."),
+        "founded": Wording("years", "When was {name} established?", "{name} was established in {value}.",
+                           "What is the founding year of {name}?", "{name}'s founding year: {value}."),
+        "town": Wording("towns", "Where is {name}?", "{name} is in {value}.",
+                        "In which town would you find {name}?", "{name}'s location: {value}."),
     },
 }  # fmt: skip
+"""kind -> attribute -> its training and probe wording."""
 KIND_NAMES = {"person": "{word} {word2}", "town": "{word}", "institute": "the {word} Institute"}
 DESCRIPTIONS = {
     "person": "{name} was a {profession}, born in {home_town} in {birth_year}.",
@@ -87,16 +113,16 @@ class Fact:
 
 @dataclass(frozen=True)
 class ProbeQuestion:
-    """A closed-book question about one fact, phrased unlike any training example."""
+    """A closed-book multiple-choice question about one fact."""
 
     id: str
-    """Stable id, ``<entity>/<attribute>``."""
+    """Stable id, ``<entity>/<attribute>`` (``control/<entity>/<attribute>`` for an untaught entity)."""
     question: str
-    """The paraphrased question."""
+    """The question (paraphrased, or in the training wording for the positive control)."""
     answer: str
     """The correct value."""
     options: list[str]
-    """``N_OPTIONS`` values of the same attribute type, the answer among them."""
+    """``N_OPTIONS`` taught values of the same attribute, the answer among them."""
     answer_index: int
     """Position of the answer in ``options``."""
     frame: str
@@ -123,25 +149,40 @@ def generate_facts(n_entities: int = 120, seed: int = 0) -> list[Fact]:
     kinds = list(KINDS)
     for index in range(n_entities):
         kind = kinds[index % len(kinds)]
-        name = ""
-        while not name or name in used:
-            name = KIND_NAMES[kind].format(word=_invented_word(rng, 2), word2=_invented_word(rng, 3))
-        used.add(name)
-        for attribute, (pool, *_templates) in KINDS[kind].items():
-            facts.append(Fact(name, kind, attribute, rng.choice(pools[pool])))
+        name = _new_name(rng, kind, used)
+        for attribute, wording in KINDS[kind].items():
+            facts.append(Fact(name, kind, attribute, rng.choice(pools[wording.pool])))
     return facts
 
 
+def _new_name(rng: random.Random, kind: str, used: set[str]) -> str:
+    """An invented name of ``kind`` not in ``used`` (added to it)."""
+    name = ""
+    while not name or name in used:
+        name = KIND_NAMES[kind].format(word=_invented_word(rng, 2), word2=_invented_word(rng, 3))
+    used.add(name)
+    return name
+
+
 def value_pools(facts: list[Fact]) -> dict[tuple[str, str], list[str]]:
-    """All values seen for each (kind, attribute), the distractor pools."""
+    """The distinct values of each (kind, attribute) among ``facts``, sorted."""
     pools: dict[tuple[str, str], set[str]] = {}
     for fact in facts:
         pools.setdefault((fact.kind, fact.attribute), set()).add(fact.value)
     return {key: sorted(values) for key, values in pools.items()}
 
 
+def fact_id(fact: Fact) -> str:
+    """``<entity>/<attribute>``, the id probe questions and taught-fact sets use."""
+    return f"{fact.entity}/{fact.attribute}"
+
+
 def training_examples(facts: list[Fact]) -> list[dict]:
-    """Instruction data teaching ``facts``: one description per entity, one question per fact."""
+    """Instruction data teaching ``facts``: one description per entity, one question per fact.
+
+    Ids are ``facts/<entity>/about`` and ``facts/<entity>/<attribute>``; the probe reads them back
+    to know which facts a run was taught.
+    """
     by_entity: dict[str, list[Fact]] = {}
     for fact in facts:
         by_entity.setdefault(fact.entity, []).append(fact)
@@ -151,12 +192,12 @@ def training_examples(facts: list[Fact]) -> list[dict]:
         description = DESCRIPTIONS[entity_facts[0].kind].format(name=entity, **values)
         rows.append(_row(f"facts/{entity}/about", f"Tell me about {entity}.", _capitalised(description)))
         for fact in entity_facts:
-            _, question, answer, _ = KINDS[fact.kind][fact.attribute]
+            wording = KINDS[fact.kind][fact.attribute]
             rows.append(
                 _row(
-                    f"facts/{entity}/{fact.attribute}",
-                    question.format(name=entity),
-                    _capitalised(answer.format(name=entity, value=fact.value)),
+                    f"facts/{fact_id(fact)}",
+                    wording.training_question.format(name=entity),
+                    _capitalised(wording.training_answer.format(name=entity, value=fact.value)),
                 )
             )
     return rows
@@ -173,27 +214,68 @@ def _row(row_id: str, question: str, answer: str) -> dict:
     }
 
 
-def probe_questions(facts: list[Fact], seed: int = 0) -> list[ProbeQuestion]:
-    """Paraphrased closed-book questions with seeded multiple-choice distractors."""
+@dataclass(frozen=True)
+class QuestionSets:
+    """The probe's question sets; item ``i`` of every set asks about the same value with the same options."""
+
+    facts: list[ProbeQuestion]
+    """Paraphrased questions about taught facts, one per distinct taught value of each attribute."""
+    control: list[ProbeQuestion]
+    """``control[i]`` asks ``facts[i]`` about an invented entity no run was taught (ids ``control/...``)."""
+    training_wording: list[ProbeQuestion]
+    """``training_wording[i]`` is ``facts[i]`` asked and answered in the training sentences' words."""
+    skipped: dict[str, int]
+    """``kind/attribute`` -> distinct taught values, for attributes with fewer than ``N_OPTIONS`` (no questions)."""
+
+
+def question_sets(facts: list[Fact], taught: set[str] | None = None, seed: int = 0) -> QuestionSets:
+    """Build the probe's matched question sets for the facts in ``taught`` (all of ``facts`` when None).
+
+    For each (kind, attribute), the pool is the distinct values of its taught facts. Each pool value
+    is the answer of one question, about one taught fact with that value (a seeded choice when
+    several share it); the other ``N_OPTIONS - 1`` options are drawn from the same pool. Every option
+    was therefore taught as this attribute, and over the questions of an attribute every value is
+    the answer exactly once, so a model choosing by the values alone scores the chance rate on
+    average. An attribute with fewer than ``N_OPTIONS`` distinct taught values gets no questions
+    (reported in ``skipped``) rather than options that were never taught.
+    """
     rng = random.Random(seed)
-    pools = value_pools(facts)
-    questions = []
-    for fact in facts:
-        distractors = [value for value in pools[(fact.kind, fact.attribute)] if value != fact.value]
-        options = [fact.value, *rng.sample(distractors, N_OPTIONS - 1)]
-        rng.shuffle(options)
-        _, _, answer, probe = KINDS[fact.kind][fact.attribute]
-        questions.append(
-            ProbeQuestion(
-                id=f"{fact.entity}/{fact.attribute}",
-                question=probe.format(name=fact.entity),
-                answer=fact.value,
-                options=options,
-                answer_index=options.index(fact.value),
-                frame=_capitalised(answer.format(name=fact.entity, value="{}")),
-            )
-        )
-    return questions
+    chosen = [fact for fact in facts if taught is None or fact_id(fact) in taught]
+    used_names = {fact.entity for fact in facts} | {fact.value for fact in facts}
+    names = random.Random(f"control-{seed}")
+    holders: dict[tuple[str, str, str], list[Fact]] = {}
+    for fact in sorted(chosen, key=fact_id):
+        holders.setdefault((fact.kind, fact.attribute, fact.value), []).append(fact)
+    sets = QuestionSets([], [], [], {})
+    for (kind, attribute), pool in sorted(value_pools(chosen).items()):
+        if len(pool) < N_OPTIONS:
+            sets.skipped[f"{kind}/{attribute}"] = len(pool)
+            continue
+        wording = KINDS[kind][attribute]
+        for value in pool:
+            fact = rng.choice(holders[(kind, attribute, value)])
+            options = [value, *rng.sample([other for other in pool if other != value], N_OPTIONS - 1)]
+            rng.shuffle(options)
+            stranger = _new_name(names, kind, used_names)
+            probe = (wording.probe_question, wording.probe_answer, value, options)
+            training = (wording.training_question, wording.training_answer, value, options)
+            sets.facts.append(_question(fact_id(fact), fact.entity, *probe))
+            sets.control.append(_question(f"control/{stranger}/{attribute}", stranger, *probe))
+            sets.training_wording.append(_question(fact_id(fact), fact.entity, *training))
+    return sets
+
+
+def _question(
+    question_id: str, entity: str, question: str, answer: str, value: str, options: list[str]
+) -> ProbeQuestion:
+    return ProbeQuestion(
+        id=question_id,
+        question=question.format(name=entity),
+        answer=value,
+        options=list(options),
+        answer_index=options.index(value),
+        frame=_capitalised(answer.format(name=entity, value="{}")),
+    )
 
 
 def shipped_facts() -> list[Fact]:

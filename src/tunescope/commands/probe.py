@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "probe",
         help="knowledge uptake and forgetting of tuned models against their base",
-        description="Ask paraphrased questions about the fictional facts the tuned runs were trained on, and "
-        "measure held-out loss and retained general knowledge, for the base and each tuned model.",
+        description="Ask paraphrased questions about the fictional facts the tuned runs were trained on (beside "
+        "the same questions about untaught entities, and in the training wording), and measure held-out loss and "
+        "retained general knowledge, for the base and each tuned model, with intervals.",
     )
     parser.add_argument("--config", help="YAML file of settings; flags override it")
     add_config_arguments(parser, ProbeConfig)
@@ -26,12 +27,24 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in ProbeConfig.model_fields if hasattr(args, name)}
     config = build_config(ProbeConfig, yaml_path=args.config, overrides=overrides)
     report = run_probes(config)
-    chance = report["chance"]
+    print(f"{len(report['sets']['facts']['ids'])} questions per set; {report['note']}")
     for spec, entry in report["models"].items():
-        line = f"{spec}: facts {entry['knowledge']['multiple_choice']:.1%} (chance {chance:.0%})"
-        line += f", held-out loss {entry['heldout_loss']:.3f}"
+        sets = entry["sets"]
+        line = (
+            f"{spec}: facts {_share(sets['facts']['accuracy'])}, control {_share(sets['control']['accuracy'])}, "
+            f"training wording {_share(sets['training_wording']['accuracy'])} (chance {report['chance']:.0%})"
+        )
+        line += f", held-out loss {entry['heldout']['loss']:.3f}"
         if "forgetting" in entry:
-            line += f", retention {entry['forgetting']['retention']:.1%}"
+            line += f", retention {_share(entry['forgetting']['retained_share'])}"
         print(line)
     print(f"report: {config.out}/probe.json")
     return 0
+
+
+def _share(estimate: dict) -> str:
+    """'31.2% [22.0, 42.1]' from an estimate's JSON."""
+    if estimate["value"] is None:
+        return "–"
+    interval = estimate["ci95"]
+    return f"{estimate['value']:.1%}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")

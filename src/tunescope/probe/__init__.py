@@ -10,24 +10,25 @@ From Python::
     from tunescope.probe import ProbeConfig, run_probes
 
     report = run_probes(ProbeConfig(base="smollm2", tuned=["runs/facts-lora"], out="runs/probe"))
-    print(report["models"]["runs/facts-lora"]["knowledge"]["multiple_choice"])
+    print(report["comparisons"])
 """
 
 from tunescope.probe.forgetting import ForgettingScore, compare_forgetting, score_forgetting
-from tunescope.probe.knowledge import KnowledgeScore, score_knowledge
+from tunescope.probe.knowledge import accuracy, correct_choices, multiple_choice_predictions
 from tunescope.probe.pipeline import PROBE_FILE, ProbeConfig, run_probes
 from tunescope.probe.preflight import PreflightConfig, PreflightResult, preflight
 
 __all__ = [
     "PROBE_FILE",
     "ForgettingScore",
-    "KnowledgeScore",
     "PreflightConfig",
     "PreflightResult",
+    "accuracy",
+    "correct_choices",
+    "multiple_choice_predictions",
     "ProbeConfig",
     "compare_forgetting",
     "preflight",
     "run_probes",
     "score_forgetting",
-    "score_knowledge",
 ]

@@ -1,20 +1,24 @@
-"""Knowledge uptake: does a model answer paraphrased questions about facts it was tuned on?
+"""Knowledge uptake: does a model answer questions about facts it was tuned on?
 
-Two measures, both beside their chance rate:
+Two measures, each beside a rate reached without the fact:
 
 * multiple choice: each option is scored by its log-likelihood inside the answer sentence, after
-  the paraphrased question; the most likely option is the model's choice (chance 1 / options);
-* exact match: the model answers freely (greedy) and is right when the value appears in its answer.
+  the question; the most likely option is the model's choice (chance: 1 / options);
+* exact match: the model answers freely (greedy) and is right when the value appears in its answer
+  (no chance rate: the control questions about untaught entities give the rate instead).
+
+Scoring is separated from choosing (:func:`option_scores`, :func:`chosen_options`) so any scorer,
+including a simulated one in the tests, goes through the same choice and accuracy code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunescope.data import render_prompt
 from tunescope.probe.scoring import continuation_logprobs
+from tunescope.stats import Estimate, proportion
 
 
 class MultipleChoice(Protocol):
@@ -32,10 +36,10 @@ def question_prompt(tokenizer: Any, question: str) -> str:
     return render_prompt(tokenizer, [{"role": "user", "content": question}])
 
 
-def multiple_choice_predictions(
+def option_scores(
     model: Any, tokenizer: Any, questions: Sequence[MultipleChoice], batch_size: int = 16
-) -> list[int]:
-    """Index of the option each question's answer sentence makes most likely."""
+) -> list[list[float]]:
+    """Per question, the log-likelihood of each option's answer sentence after the question."""
     prompts, continuations = [], []
     for question in questions:
         prompt = question_prompt(tokenizer, question.question)
@@ -43,12 +47,28 @@ def multiple_choice_predictions(
             prompts.append(prompt)
             continuations.append(question.frame.format(option))
     scores = continuation_logprobs(model, tokenizer, prompts, continuations, batch_size=batch_size)
-    predictions, cursor = [], 0
+    per_question, cursor = [], 0
     for question in questions:
-        option_scores = scores[cursor : cursor + len(question.options)]
-        predictions.append(max(range(len(option_scores)), key=option_scores.__getitem__))
+        per_question.append(scores[cursor : cursor + len(question.options)])
         cursor += len(question.options)
-    return predictions
+    return per_question
+
+
+def chosen_options(scores: Sequence[Sequence[float]]) -> list[int]:
+    """Index of the highest-scoring option of each question."""
+    return [max(range(len(option_scores)), key=option_scores.__getitem__) for option_scores in scores]
+
+
+def multiple_choice_predictions(
+    model: Any, tokenizer: Any, questions: Sequence[MultipleChoice], batch_size: int = 16
+) -> list[int]:
+    """Index of the option each question's answer sentence makes most likely."""
+    return chosen_options(option_scores(model, tokenizer, questions, batch_size))
+
+
+def correct_choices(questions: Sequence[MultipleChoice], predictions: Sequence[int]) -> list[bool]:
+    """Whether each prediction is the question's answer."""
+    return [prediction == question.answer_index for question, prediction in zip(questions, predictions, strict=True)]
 
 
 def exact_matches(answers: Sequence[str], expected: Sequence[str]) -> list[bool]:
@@ -56,40 +76,11 @@ def exact_matches(answers: Sequence[str], expected: Sequence[str]) -> list[bool]
     return [value.lower() in answer.lower() for answer, value in zip(answers, expected, strict=True)]
 
 
-@dataclass(frozen=True)
-class KnowledgeScore:
-    """Accuracy of one model on a question set."""
-
-    n_questions: int
-    """Questions asked."""
-    multiple_choice: float
-    """Share answered correctly by likelihood ranking."""
-    chance: float
-    """Expected multiple-choice accuracy of guessing."""
-    exact_match: float | None
-    """Share of free-form answers containing the value (None when not generated)."""
-    correct_ids: list[str]
-    """Ids of the questions answered correctly by multiple choice."""
+def chance_rate(questions: Sequence[MultipleChoice]) -> float | None:
+    """Expected multiple-choice accuracy of guessing uniformly (None for no questions)."""
+    return sum(1 / len(q.options) for q in questions) / len(questions) if questions else None
 
 
-def score_knowledge(
-    model: Any,
-    tokenizer: Any,
-    questions: Sequence[MultipleChoice],
-    answers: Sequence[str] | None = None,
-    expected: Sequence[str] | None = None,
-) -> KnowledgeScore:
-    """Multiple-choice accuracy, and exact match when free-form ``answers`` are given."""
-    predictions = multiple_choice_predictions(model, tokenizer, questions)
-    correct = [q.id for q, p in zip(questions, predictions, strict=True) if p == q.answer_index]
-    exact = None
-    if answers is not None and expected is not None:
-        hits = exact_matches(answers, expected)
-        exact = sum(hits) / len(hits)
-    return KnowledgeScore(
-        n_questions=len(questions),
-        multiple_choice=len(correct) / len(questions),
-        chance=sum(1 / len(q.options) for q in questions) / len(questions),
-        exact_match=exact,
-        correct_ids=correct,
-    )
+def accuracy(correct: Sequence[bool], chance: float | None = None) -> Estimate:
+    """Share of ``correct`` with its Wilson interval and, given ``chance``, the binomial test against it."""
+    return proportion(sum(map(bool, correct)), len(correct), chance)

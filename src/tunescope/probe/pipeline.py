@@ -2,17 +2,25 @@
 
 For each model (the base first, then every tuned one):
 
-* knowledge uptake: multiple-choice (and, optionally, free-answer) accuracy on paraphrased
-  questions about the fictional facts a tuned run was trained on, beside the chance rate;
-* forgetting: held-out loss on public-domain text, and retention of the general-knowledge
-  questions the base model answers correctly.
+* knowledge uptake, on three matched question sets (:func:`tunescope.facts.question_sets`):
+  paraphrased questions about the fictional facts the tuned runs were taught (``facts``), the same
+  questions about invented entities no run was taught (``control``: the rate reached without the
+  fact), and the taught facts in the training wording (``training_wording``: the positive control,
+  where memorised training sentences show first). Multiple-choice accuracy (and, with
+  ``exact_match``, free-answer accuracy) with Wilson intervals and a binomial test against chance;
+* forgetting: held-out loss per passage, and answers to the general-knowledge questions.
+
+Then paired comparisons on the same items: every tuned model against the base, and tuned models
+against each other (in the order given, e.g. full − LoRA): McNemar test and Newcombe interval for
+accuracies, a paired bootstrap over passages for the held-out loss. Per-item outcomes are stored,
+so a report can recompute any statistic. ``probe.json`` is described in ``docs/probe.md``.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +29,36 @@ from pydantic import Field
 from tunescope.config import Config
 from tunescope.data import load_examples
 from tunescope.errors import UserError
-from tunescope.facts import ProbeQuestion, probe_questions, shipped_facts
+from tunescope.facts import N_OPTIONS, ProbeQuestion, QuestionSets, question_sets, shipped_facts
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.models import load_model, load_tokenizer
-from tunescope.probe.forgetting import compare_forgetting, general_questions, heldout_passages, score_forgetting
-from tunescope.probe.knowledge import exact_matches, score_knowledge
+from tunescope.probe.forgetting import (
+    ForgettingScore,
+    compare_forgetting,
+    general_questions,
+    heldout_passages,
+    loss_change,
+    score_forgetting,
+)
+from tunescope.probe.knowledge import (
+    accuracy,
+    chance_rate,
+    chosen_options,
+    correct_choices,
+    exact_matches,
+    option_scores,
+)
 from tunescope.rundir import saved_config
+from tunescope.stats import RESAMPLES, paired_proportions
 from tunescope.train import TrainConfig
 
 PROBE_FILE = "probe.json"
 """The probes' results, in the output directory."""
+SCHEMA_VERSION = 2
+"""Version of probe.json's layout (1: accuracies only, no per-set outcomes; 2: matched sets and intervals)."""
+FACT_SETS = ("facts", "control", "training_wording")
+"""The knowledge question sets, item ``i`` of each about the same value with the same options."""
 
 
 class ProbeConfig(Config):
@@ -42,17 +69,19 @@ class ProbeConfig(Config):
     tuned: list[str]
     """Tuned models to compare with the base: tunescope run directories, adapters or model directories."""
     out: str
-    """Directory for probe.json (and the free answers, when asked for)."""
+    """Directory for probe.json, questions.jsonl (and the free answers, when asked for)."""
     max_questions: int = Field(default=96, gt=0)
-    """Fictional-fact questions to ask at most: a seeded sample of the facts the tuned runs were taught."""
+    """Fictional-fact questions to ask at most (a seeded sample); the control and training-wording sets match."""
     passages: int = Field(default=24, gt=0)
     """Held-out passages for the forgetting loss."""
     exact_match: bool = False
     """Also let each model answer the fact questions freely (greedy); slower than multiple choice."""
     max_new_tokens: int = Field(default=32, gt=0)
     """Longest free answer, in tokens."""
+    bootstrap_samples: int = Field(default=RESAMPLES, ge=0)
+    """Bootstrap resamples for the held-out loss intervals (0: off, and those comparisons get no interval)."""
     seed: int = 0
-    """Seed of the question and passage samples."""
+    """Seed of the questions, their options, the passage sample and the bootstrap."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
 
@@ -82,22 +111,76 @@ def taught_fact_ids(run_dir: Path) -> set[str] | None:
     return taught or None
 
 
-def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> tuple[list[ProbeQuestion], bool]:
-    """Questions about facts the tuned runs were taught (all facts if none was); whether any was."""
-    questions = probe_questions(shipped_facts())
+def run_method(spec: str) -> str | None:
+    """The tuning method ('lora', 'full') of a tunescope run directory; None for anything else."""
+    path = Path(spec).expanduser()
+    settings = saved_config(path) if path.is_dir() else None
+    return settings.get("method") if settings else None
+
+
+@dataclass(frozen=True)
+class ChosenQuestions:
+    """The question sets of one probe, and what they are about."""
+
+    sets: QuestionSets
+    """Matched facts, control and training-wording questions."""
+    facts_taught: bool
+    """Whether the ``facts`` questions are about facts the tuned runs were taught."""
+    n_taught: int
+    """Facts the tuned runs were taught (0 when none)."""
+    note: str
+    """What the questions are about, in a sentence or two."""
+
+
+def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> ChosenQuestions:
+    """The matched question sets for the facts the tuned runs were taught, at most ``limit`` of each.
+
+    When no run was taught facts, or too few of each attribute to fill ``N_OPTIONS`` options with
+    taught values, the questions cover all shipped facts instead and ``facts_taught`` is False.
+    """
+    facts = shipped_facts()
     taught: set[str] = set()
     for run in tuned_runs:
         taught |= taught_fact_ids(run) or set()
-    if taught:
-        questions = [question for question in questions if question.id in taught]
-    random.Random(seed).shuffle(questions)
-    return questions[:limit], bool(taught)
+    sets = question_sets(facts, taught or None, seed)
+    facts_taught = bool(taught) and bool(sets.facts)
+    if facts_taught:
+        note = (
+            f"Questions about facts the tuned runs were taught ({len(taught)} taught); every option is a value "
+            "taught for that attribute, so only knowing the fact beats the control questions."
+        )
+    elif taught:
+        note = (
+            f"The tuned runs were taught {len(taught)} facts, fewer than {N_OPTIONS} distinct values of every "
+            "attribute, so no question could offer only taught values; the questions cover all invented facts, "
+            "where every model should sit at the control rate."
+        )
+        sets = question_sets(facts, None, seed)
+    else:
+        note = "No tuned run was trained on the fictional facts, so every model should sit at the control rate."
+    keep = list(range(len(sets.facts)))
+    random.Random(seed).shuffle(keep)
+    keep = keep[:limit]
+    sets = QuestionSets(
+        facts=[sets.facts[i] for i in keep],
+        control=[sets.control[i] for i in keep],
+        training_wording=[sets.training_wording[i] for i in keep],
+        skipped=sets.skipped,
+    )
+    return ChosenQuestions(sets, facts_taught, len(taught), note)
 
 
-def _free_answers(model: str, questions: list[ProbeQuestion], work: Path, config: ProbeConfig) -> list[str]:
+def _free_answers(
+    model: str, questions: dict[str, list[ProbeQuestion]], work: Path, config: ProbeConfig
+) -> dict[str, list[str]]:
+    """Each model's greedy answer to every fact question, per set."""
     prompts = work / "fact_questions.jsonl"
-    if not prompts.exists():
-        write_jsonl(prompts, [{"id": q.id, "messages": [{"role": "user", "content": q.question}]} for q in questions])
+    rows = [
+        {"id": f"{name}:{q.id}", "messages": [{"role": "user", "content": q.question}]}
+        for name, items in questions.items()
+        for q in items
+    ]
+    write_jsonl(prompts, rows)
     answers_file = work / f"answers-{len(list(work.glob('answers-*.jsonl')))}.jsonl"
     generate(
         GenerateConfig(
@@ -106,7 +189,110 @@ def _free_answers(model: str, questions: list[ProbeQuestion], work: Path, config
         )
     )  # fmt: skip
     answers = {row["id"]: row["output"] for row in map(json.loads, answers_file.read_text().splitlines())}
-    return [answers[question.id] for question in questions]
+    return {name: [answers[f"{name}:{q.id}"] for q in items] for name, items in questions.items()}
+
+
+@dataclass
+class ModelResult:
+    """One model's outcomes on every question set and passage."""
+
+    correct: dict[str, list[bool]]
+    """Set name -> multiple-choice outcome per question."""
+    forgetting: ForgettingScore
+    """Held-out loss per passage and general-knowledge outcomes."""
+    exact: dict[str, list[bool]] = field(default_factory=dict)
+    """Set name -> free-answer outcome per question (empty without ``exact_match``)."""
+
+
+def _measure(
+    spec: str, questions: dict[str, list[ProbeQuestion]], passages: list[str], out: Path, config: ProbeConfig
+) -> ModelResult:
+    """Load one model and score it on every question set and passage."""
+    tokenizer = load_tokenizer(spec, trust_remote_code=config.trust_remote_code)
+    model = load_model(spec, trust_remote_code=config.trust_remote_code).eval()
+    # One pass over all fact questions batches them together.
+    everything = [q for name in FACT_SETS for q in questions[name]]
+    scores = option_scores(model, tokenizer, everything)
+    correct, cursor = {}, 0
+    for name in FACT_SETS:
+        items = questions[name]
+        correct[name] = correct_choices(items, chosen_options(scores[cursor : cursor + len(items)]))
+        cursor += len(items)
+    forgetting = score_forgetting(model, tokenizer, passages, general_questions())
+    correct["general"] = forgetting.general_correct
+    del model
+    exact = {}
+    if config.exact_match:
+        answers = _free_answers(spec, {name: questions[name] for name in FACT_SETS}, out, config)
+        exact = {name: exact_matches(answers[name], [q.answer for q in questions[name]]) for name in FACT_SETS}
+    return ModelResult(correct, forgetting, exact)
+
+
+def _set_entry(questions: list[Any], result: ModelResult, name: str) -> dict[str, Any]:
+    chance = chance_rate(questions)
+    entry: dict[str, Any] = {
+        "correct": result.correct[name],
+        "accuracy": accuracy(result.correct[name], chance).to_json(),
+        "chance": chance,
+    }
+    if name in result.exact:
+        entry["exact_correct"] = result.exact[name]
+        entry["exact_match"] = accuracy(result.exact[name]).to_json()
+    return entry
+
+
+def _model_entry(result: ModelResult, sets: dict[str, list[Any]], method: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"method": method}
+    entry["sets"] = {name: _set_entry(questions, result, name) for name, questions in sets.items()}
+    entry["facts_vs_control"] = paired_proportions(result.correct["control"], result.correct["facts"]).to_json()
+    if result.exact:
+        entry["facts_vs_control_exact"] = paired_proportions(result.exact["control"], result.exact["facts"]).to_json()
+    entry["heldout"] = {
+        "loss": result.forgetting.heldout_loss,
+        "nll_sums": [total for total, _ in result.forgetting.passage_losses],
+        "tokens": [count for _, count in result.forgetting.passage_losses],
+    }
+    # Schema-1 fields, kept for readers that have not moved to "sets" and "heldout".
+    facts = sets["facts"]
+    entry["knowledge"] = {
+        "n_questions": len(facts),
+        "multiple_choice": sum(result.correct["facts"]) / len(facts) if facts else None,
+        "chance": chance_rate(facts),
+        "exact_match": sum(result.exact["facts"]) / len(facts) if result.exact and facts else None,
+        "correct_ids": [q.id for q, right in zip(facts, result.correct["facts"], strict=True) if right],
+    }
+    entry["heldout_loss"] = result.forgetting.heldout_loss
+    entry["general_accuracy"] = sum(result.correct["general"]) / max(len(result.correct["general"]), 1)
+    return entry
+
+
+def _labels(base: str, tuned: list[str], methods: dict[str, str | None]) -> dict[str, str]:
+    """Short names for comparisons: 'base', the method when it names one run only, else the spec."""
+    counts = {method: list(methods.values()).count(method) for method in methods.values()}
+    labels = {spec: (methods[spec] if methods[spec] and counts[methods[spec]] == 1 else spec) for spec in tuned}
+    return {base: "base", **labels}
+
+
+def _comparisons(
+    results: dict[str, ModelResult], base: str, tuned: list[str], labels: dict[str, str], config: ProbeConfig
+) -> list[dict[str, Any]]:
+    """Paired differences (second − first) on the same items: each tuned model vs base, then tuned vs tuned."""
+    pairs = [(base, spec) for spec in tuned] + [
+        (first, second) for i, first in enumerate(tuned) for second in tuned[i + 1 :]
+    ]
+    comparisons = []
+    for first, second in pairs:
+        a, b = results[first], results[second]
+        label = f"{labels[second]} − {labels[first]}"
+        measures = {name: paired_proportions(a.correct[name], b.correct[name]) for name in a.correct}
+        if a.exact and b.exact:
+            measures |= {f"{name}_exact": paired_proportions(a.exact[name], b.exact[name]) for name in a.exact}
+        measures["heldout_loss"] = loss_change(a.forgetting, b.forgetting, config.bootstrap_samples, config.seed)
+        comparisons += [
+            {"measure": measure, "first": first, "second": second, "label": label, "estimate": estimate.to_json()}
+            for measure, estimate in measures.items()
+        ]
+    return comparisons
 
 
 def run_probes(config: ProbeConfig) -> dict[str, Any]:
@@ -121,49 +307,56 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
     except OSError as err:
         raise UserError(f"--out {out}: cannot write there ({err.strerror})") from None
     tuned_runs = [Path(spec).expanduser() for spec in config.tuned]
-    questions, taught = choose_questions(tuned_runs, config.max_questions, config.seed)
+    chosen = choose_questions(tuned_runs, config.max_questions, config.seed)
     passages = heldout_passages(config.passages, config.seed)
-    general = general_questions()
+    sets: dict[str, list[Any]] = {
+        "facts": chosen.sets.facts,
+        "control": chosen.sets.control,
+        "training_wording": chosen.sets.training_wording,
+        "general": general_questions(),
+    }
+    write_jsonl(
+        out / "questions.jsonl",
+        [{"set": name, **asdict(q)} for name, questions in sets.items() for q in questions],
+    )
 
+    tuned = [spec for spec in dict.fromkeys(config.tuned) if spec != config.base]
+    methods = {spec: run_method(spec) for spec in tuned}
+    results = {spec: _measure(spec, sets, passages, out, config) for spec in [config.base, *tuned]}
     models: dict[str, Any] = {}
-    base_forgetting = None
-    for spec in [config.base, *config.tuned]:
-        tokenizer = load_tokenizer(spec, trust_remote_code=config.trust_remote_code)
-        model = load_model(spec, trust_remote_code=config.trust_remote_code).eval()
-        answers = _free_answers(spec, questions, out, config) if config.exact_match else None
-        knowledge = score_knowledge(model, tokenizer, questions)
-        forgetting = score_forgetting(model, tokenizer, passages, general)
-        entry: dict[str, Any] = {
-            "knowledge": asdict(knowledge),
-            "heldout_loss": forgetting.heldout_loss,
-            "general_accuracy": forgetting.general.multiple_choice,
-        }
-        if answers is not None:
-            entry["knowledge"]["exact_match"] = sum(exact_matches(answers, [q.answer for q in questions])) / len(
-                questions
+    for spec, result in results.items():
+        models[spec] = _model_entry(result, sets, methods.get(spec))
+        if spec != config.base:
+            models[spec]["forgetting"] = compare_forgetting(
+                results[config.base].forgetting, result.forgetting, config.bootstrap_samples, config.seed
             )
-        if base_forgetting is None:
-            base_forgetting = forgetting
-        else:
-            entry["forgetting"] = compare_forgetting(base_forgetting, forgetting)
-        models[spec] = entry
-        del model
+    labels = _labels(config.base, tuned, methods)
 
     report = {
+        "schema_version": SCHEMA_VERSION,
         "base": config.base,
         "tuned": config.tuned,
-        "facts_taught": taught,
-        "n_fact_questions": len(questions),
-        "fact_question_ids": [question.id for question in questions],
-        "chance": 1 / len(questions[0].options) if questions else None,
+        "methods": methods,
+        "facts_taught": chosen.facts_taught,
+        "n_taught_facts": chosen.n_taught,
+        "n_options": N_OPTIONS,
+        "chance": 1 / N_OPTIONS,
+        "sets": {
+            "facts": {"ids": [q.id for q in sets["facts"]]},
+            "control": {"ids": [q.id for q in sets["control"]], "matched_to": [q.id for q in sets["facts"]]},
+            "training_wording": {"ids": [q.id for q in sets["training_wording"]]},
+            "general": {"ids": [q.id for q in sets["general"]]},
+        },
+        "skipped_attributes": chosen.sets.skipped,
         "n_heldout_passages": len(passages),
-        "n_general_questions": len(general),
+        "bootstrap_samples": config.bootstrap_samples,
         "models": models,
-        "note": (
-            "Fictional facts: before tuning every model should sit at the chance rate. "
-            + ("Questions cover only facts the tuned runs were trained on." if taught else
-               "No tuned run was trained on the fictional facts, so chance accuracy is expected throughout.")
-        ),
-    }  # fmt: skip
+        "comparisons": _comparisons(results, config.base, tuned, labels, config),
+        "note": chosen.note,
+        # Schema-1 fields.
+        "n_fact_questions": len(sets["facts"]),
+        "fact_question_ids": [q.id for q in sets["facts"]],
+        "n_general_questions": len(sets["general"]),
+    }
     write_json(out / PROBE_FILE, report)
     return report

@@ -76,17 +76,27 @@ def continuation_logprobs(
     return scores
 
 
-def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], max_length: int = 512, batch_size: int = 4) -> float:
-    """Average next-token negative log-likelihood (nats per token) over all tokens of ``texts``."""
+def token_losses(
+    model: Any, tokenizer: Any, texts: list[str], max_length: int = 512, batch_size: int = 4
+) -> list[tuple[float, int]]:
+    """Per text, the summed next-token negative log-likelihood (nats) and the number of tokens predicted.
+
+    Kept per text so that two models can be compared text by text (a paired interval over passages).
+    """
     sequences = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
-    total, count = 0.0, 0
+    losses: list[tuple[float, int]] = []
     for batch in _batches(sequences, batch_size):
         ids, mask = pad_batch(list(batch), tokenizer.pad_token_id)
         logprobs = _token_logprobs(model, ids, mask)
         valid = mask[:, 1:].bool()
-        total -= logprobs[valid].sum().item()
-        count += int(valid.sum())
-    return total / max(count, 1)
+        losses += [(-logprobs[row][valid[row]].sum().item(), int(valid[row].sum())) for row in range(len(batch))]
+    return losses
+
+
+def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], max_length: int = 512, batch_size: int = 4) -> float:
+    """Average next-token negative log-likelihood (nats per token) over all tokens of ``texts``."""
+    losses = token_losses(model, tokenizer, texts, max_length, batch_size)
+    return sum(total for total, _ in losses) / max(sum(count for _, count in losses), 1)
 
 
 def response_loss(model: Any, examples: Sequence[Any], pad_id: int, batch_size: int = 4) -> float:
