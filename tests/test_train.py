@@ -55,6 +55,7 @@ def test_train_each_method_on_each_format(tiny_model_dir, tmp_path, method, data
     assert provenance["data"]["format"] == data_format and provenance["data"]["template"] is None  # its own
     assert provenance["packages"]["torch"] and "git_commit" in provenance
     assert 0 < provenance["trainable_parameters"] <= provenance["total_parameters"]
+    assert provenance["loss_path"] == {"logits_at_labels_only": True, "batching": "padding-free"}
     if method == "lora":
         assert provenance["trainable_parameters"] < provenance["total_parameters"] / 2
 

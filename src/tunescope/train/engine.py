@@ -233,15 +233,15 @@ def _peft_config(config: TrainConfig) -> Any:
 
 
 def _provenance(
-    config: TrainConfig, source: ModelSource, data: TrainingData, model: Any, processes: dict[str, Any]
+    config: TrainConfig, source: ModelSource, data: TrainingData, trainer: Any, processes: dict[str, Any]
 ) -> dict[str, Any]:
     from tunescope.env import device_info, git_commit, package_versions
 
     def count(parameter: Any) -> int:  # ZeRO-3 leaves an empty shard in place and keeps the size apart
         return getattr(parameter, "ds_numel", parameter.numel())
 
-    trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
-    total = sum(count(p) for p in model.parameters())
+    trainable = sum(count(p) for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(count(p) for p in trainer.model.parameters())
     return {
         "command": "train",
         "argv": sys.argv,
@@ -258,6 +258,12 @@ def _provenance(
         "seed": config.seed,
         "learning_rate": config.effective_learning_rate,
         "precision": "bf16" if _use_bf16(config) else "fp32",
+        # What the run did, which for the output layer can differ from what was asked (a model whose
+        # logits are scaled keeps TRL's path).
+        "loss_path": {
+            "logits_at_labels_only": trainer.logits_at_labels_only,
+            "batching": "padding-free" if config.padding_free else "padded per micro-batch",
+        },
         "trainable_parameters": trainable,
         "total_parameters": total,
         "git_commit": git_commit(),
@@ -439,7 +445,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     trainer = _build_trainer(config, run_dir, args, model, tokenizer, data)
     if state is RunState.NEW and process.is_main_process:
         processes = {"count": process.num_processes, "engine": str(trainer.accelerator.distributed_type)}
-        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model, processes))
+        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer, processes))
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if state is RunState.RESUME else None
     started = time.perf_counter()
