@@ -1,4 +1,4 @@
-"""The output layer and the loss at labelled positions only, on every device.
+"""The output layer and the loss at labelled positions only, on a CPU as on CUDA.
 
 TRL's ``SFTTrainer`` computes the loss through its fused LM head (``trl.trainer.add_fused_lm_head``):
 ``trl.kernels.ChunkedLogProbFunction`` projects hidden states through the output layer in tiles of
@@ -45,13 +45,22 @@ def supports_labelled_positions_only(model: Any) -> bool:
     return all(getattr(text_config, field, None) is None for field in UNSUPPORTED_CONFIG_FIELDS)
 
 
+def _sharded(weight: Any) -> bool:
+    """Whether the output layer's weight is split across processes (FSDP2, DeepSpeed ZeRO-3)."""
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return isinstance(weight, DTensor) or is_deepspeed_zero3_enabled()
+
+
 def score_labelled_positions_only(model: Any) -> bool:
     """Make ``model(..., labels=..., fused_lm_head=True)`` project only labelled positions on a CPU too.
 
     Args:
         model: The causal LM that TRL gave its fused head (for a PEFT model, its base model); patched
-            in place. Calls without ``fused_lm_head``, and calls on devices other than the CPU (where
-            TRL already scores labelled positions only, with Triton), go to TRL's forward unchanged.
+            in place. Calls without ``fused_lm_head``, calls on devices other than the CPU (where TRL
+            already scores labelled positions only, with Triton) and calls with a sharded output layer
+            (which TRL gathers first) go to TRL's forward unchanged.
 
     Returns:
         True when patched; False (and untouched) for a model whose config asks for what this path
@@ -77,7 +86,12 @@ def score_labelled_positions_only(model: Any) -> bool:
         **kwargs: Any,
     ) -> Any:
         lm_head = self.get_output_embeddings()
-        if not fused_lm_head or shift_labels is not None or lm_head.weight.device.type != "cpu":
+        if (
+            not fused_lm_head
+            or shift_labels is not None
+            or lm_head.weight.device.type != "cpu"
+            or _sharded(lm_head.weight)
+        ):
             return trl_forward(
                 *args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                 num_items_in_batch=num_items_in_batch, **kwargs,
