@@ -1,136 +1,229 @@
-"""Training throughput: tunescope's `train` against a plain TRL SFTTrainer script, in one run.
+"""Training throughput and memory: tunescope's `train` against a plain TRL SFTTrainer script, in one run.
 
 Both train the same model on the same examples with the same settings (LoRA or full, batch,
-gradient accumulation, sequence length, fp32, no gradient checkpointing, one epoch). Two clocks:
-the training loop alone (``trainer.train()``), and the whole job (load the model, prepare the
-data, train, save, and for tunescope also the metrics log, plot and provenance). Throughput is the
-number of non-padding tokens in the epoch divided by the time. Runs alternate in A B B A order so
-that drift in the machine's speed affects both alike, after one uncounted warm-up round; medians
-are reported, with their ratio.
+gradient accumulation, sequence length, template, fp32, no gradient checkpointing, one epoch). The
+plain TRL script is what a user would write: conversational prompt/completion data, TRL's own
+tokenization and its default batching (each micro-batch padded to its longest example); with
+``trl-padding-free`` it also sets TRL's ``padding_free=True``. tunescope runs with its defaults
+(the output layer at labelled positions only, padding-free micro-batches).
 
-    python benchmarks/bench_train.py [--method lora|full] [--examples 64] [--repeats 4]
+Every run is a fresh process, so each reports its own peak resident memory (VmHWM), and none
+inherits another's allocator or caches. Two clocks: the training loop alone (``trainer.train()``),
+and the whole job (load the model, prepare the data, train, save, and for tunescope also the
+metrics log, plot and provenance). Throughput is the number of non-padding tokens in the epoch
+divided by the time. Within a case the arms alternate in A B B A order so that drift in the
+machine's speed affects them alike, after one uncounted warm-up round; medians are reported, with
+ratios against plain TRL. Each run's per-step losses are kept and compared with TRL's.
+
+    python benchmarks/bench_train.py [--cases gemma-lora gemma-full smollm2-lora] [--repeats N] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from tunescope.data import load_examples
+from tunescope.data.templates import NAMED_TEMPLATES
 from tunescope.models import load_model, load_tokenizer
-from tunescope.train import TrainConfig, train
-from tunescope.train.pipeline import _peft_config, prepare_training_data
+from tunescope.train import TrainConfig, prepare_training_data, train
+from tunescope.train.pipeline import _peft_config
 
 
-def settings(args: argparse.Namespace, out: Path) -> TrainConfig:
+@dataclass(frozen=True)
+class Case:
+    """One comparison: a model and method, trained by each arm."""
+
+    model: str
+    method: str
+    examples: int
+    repeats: int
+    arms: tuple[str, ...] = ("tunescope", "trl")
+    max_length: int = 256
+    batch_size: int = 8
+    micro_batch_size: int = 4
+    data: str = "chitchat"
+
+
+# Gemma's full fine-tuning (fp32 AdamW over 268M parameters) is the slowest; it gets fewer rounds.
+CASES = {
+    "gemma-lora": Case("gemma3-270m", "lora", 32, 4, ("tunescope", "trl", "trl-padding-free")),
+    "gemma-full": Case("gemma3-270m", "full", 32, 2),
+    "smollm2-lora": Case("smollm2", "lora", 64, 4),
+}
+
+
+def settings(case: Case, out: Path) -> TrainConfig:
     return TrainConfig(
-        model=args.model, data=args.data, subset_size=args.examples, max_length=args.max_length,
-        method=args.method, epochs=1, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+        model=case.model, data=case.data, subset_size=case.examples, max_length=case.max_length,
+        method=case.method, epochs=1, batch_size=case.batch_size, micro_batch_size=case.micro_batch_size,
         warmup_ratio=0.0, precision="fp32", save_steps=10_000, out=str(out),
     )  # fmt: skip
 
 
-def run_tunescope(args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
-    """Return (training-loop seconds, whole-job seconds)."""
-    out = workdir / "tunescope"
-    shutil.rmtree(out, ignore_errors=True)
+def peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark (VmHWM), in MiB."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def run_tunescope(case: Case, out: Path) -> dict:
     started = time.perf_counter()
-    result = train(settings(args, out))
-    return result.summary["runtime_s"], time.perf_counter() - started
+    result = train(settings(case, out))
+    job = time.perf_counter() - started
+    losses = [json.loads(line)["loss"] for line in result.metrics.read_text().splitlines()]
+    return {"loop_s": result.summary["runtime_s"], "job_s": job, "losses": losses}
 
 
-def run_plain_trl(args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+def run_plain_trl(case: Case, out: Path, padding_free: bool) -> dict:
     """What a user would write with TRL directly: conversational prompt/completion data."""
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    out = workdir / "trl"
-    shutil.rmtree(out, ignore_errors=True)
-    config = settings(args, out)
+    config = settings(case, out)
     started = time.perf_counter()
     examples = load_examples(config).examples
     dataset = datasets.Dataset.from_list(
         [{"prompt": ex.messages[:-1], "completion": ex.messages[-1:]} for ex in examples]
     )
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
+    tokenizer = load_tokenizer(case.model)
+    if not tokenizer.chat_template:  # a base model: the user supplies a template, here tunescope's default
+        tokenizer.chat_template = NAMED_TEMPLATES["plain"]
+    model = load_model(case.model)
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(
             output_dir=str(out), num_train_epochs=1, learning_rate=config.effective_learning_rate,
-            lr_scheduler_type="cosine", warmup_steps=0.0, per_device_train_batch_size=args.micro_batch_size,
-            gradient_accumulation_steps=args.batch_size // args.micro_batch_size, gradient_checkpointing=False,
-            bf16=False, optim="adamw_torch", seed=42, max_length=args.max_length, logging_steps=1,
-            save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+            lr_scheduler_type="cosine", warmup_steps=0.0, per_device_train_batch_size=case.micro_batch_size,
+            gradient_accumulation_steps=case.batch_size // case.micro_batch_size, gradient_checkpointing=False,
+            bf16=False, optim="adamw_torch", seed=42, logging_steps=1, save_strategy="no", report_to="none",
+            disable_tqdm=True, dataloader_pin_memory=False,
+            # TRL refuses a max_length it would not enforce without packing; no example here is longer.
+            max_length=None if padding_free else case.max_length, padding_free=padding_free,
         ),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=_peft_config(config) if args.method == "lora" else None,
+        peft_config=_peft_config(config) if case.method == "lora" else None,
     )  # fmt: skip
     loop_started = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - loop_started
     trainer.save_model(str(out / "final"))
-    return loop, time.perf_counter() - started
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    return {"loop_s": loop, "job_s": time.perf_counter() - started, "losses": losses}
 
 
-def epoch_tokens(args: argparse.Namespace) -> int:
-    config = settings(args, Path("unused"))
-    data = prepare_training_data(config, load_tokenizer(args.model))
-    return sum(len(example.input_ids) for example in data.examples)
+def run_arm(case: Case, arm: str, out: Path) -> dict:
+    """One run of one arm in this process, with its peak memory."""
+    shutil.rmtree(out, ignore_errors=True)
+    if arm == "tunescope":
+        result = run_tunescope(case, out)
+    else:
+        result = run_plain_trl(case, out, padding_free=arm == "trl-padding-free")
+    return {**result, "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def run_in_fresh_process(case_name: str, case: Case, arm: str, workdir: Path) -> dict:
+    command = [sys.executable, __file__, "--child", arm, "--cases", case_name, "--workdir", str(workdir),
+               "--examples", str(case.examples)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode != 0:
+        sys.exit(f"{case_name}/{arm} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def epoch_tokens(case: Case) -> tuple[int, int]:
+    """Non-padding tokens in the epoch, and the number of examples cut at max_length (none allowed)."""
+    data = prepare_training_data(settings(case, Path("unused")), load_tokenizer(case.model))
+    return sum(len(example.input_ids) for example in data.examples), data.n_truncated
+
+
+def bench_case(name: str, case: Case, workdir: Path) -> dict:
+    tokens, truncated = epoch_tokens(case)
+    if truncated:
+        sys.exit(f"{name}: {truncated} examples exceed max_length; padding-free TRL would not truncate them")
+    runs: dict[str, list[dict]] = {arm: [] for arm in case.arms}
+    # Round 0 warms up (page cache, first-use kernel selection) and is not counted.
+    for repeat in range(case.repeats + 1):
+        order = list(case.arms) if repeat % 2 == 0 else list(reversed(case.arms))
+        for arm in order:
+            result = run_in_fresh_process(name, case, arm, workdir)
+            print(f"{name} round {repeat} {arm}: loop {result['loop_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MiB",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            if repeat:
+                runs[arm].append(result)
+
+    def median(arm: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[arm])
+
+    loop_rate = {arm: round(tokens / median(arm, "loop_s"), 1) for arm in case.arms}
+    job_rate = {arm: round(tokens / median(arm, "job_s"), 1) for arm in case.arms}
+    reference = runs["trl"][0]["losses"]
+    return {
+        "settings": asdict(case),
+        "epoch_tokens": tokens,
+        "training_loop_s": {arm: [round(run["loop_s"], 2) for run in runs[arm]] for arm in case.arms},
+        "training_loop_tokens_per_s": loop_rate,
+        "whole_job_tokens_per_s": job_rate,
+        "ratio_training_loop": {arm: round(loop_rate[arm] / loop_rate["trl"], 3) for arm in case.arms},
+        "ratio_whole_job": {arm: round(job_rate[arm] / job_rate["trl"], 3) for arm in case.arms},
+        "peak_rss_mb": {arm: median(arm, "peak_rss_mb") for arm in case.arms},
+        "losses_trl": [round(loss, 5) for loss in reference],
+        # Largest per-step difference from TRL's losses over every counted run of every arm.
+        "max_loss_difference": {
+            arm: max(abs(a - b) for run in runs[arm] for a, b in zip(run["losses"], reference, strict=True))
+            for arm in case.arms
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--data", default="chitchat")
-    parser.add_argument("--method", choices=["lora", "full"], default="lora")
-    parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--micro-batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--examples", type=int, help="override every case's number of examples")
+    parser.add_argument("--repeats", type=int, help="override every case's number of counted rounds")
+    parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one arm once in this process
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    tokens = epoch_tokens(args)
-    runners = {"tunescope": run_tunescope, "trl": run_plain_trl}
-    loops: dict[str, list[float]] = {name: [] for name in runners}
-    jobs: dict[str, list[float]] = {name: [] for name in runners}
-    with tempfile.TemporaryDirectory() as tmp:
-        # Round 0 warms up (first-use kernel selection, page cache) and is not counted.
-        for repeat in range(args.repeats + 1):
-            order = list(runners) if repeat % 2 == 0 else list(reversed(runners))
-            for name in order:
-                loop, job = runners[name](args, Path(tmp))
-                if repeat:
-                    loops[name].append(round(loop, 2))
-                    jobs[name].append(round(job, 2))
+    def configured(name: str) -> Case:
+        case = CASES[name]
+        overrides = {"examples": args.examples, "repeats": args.repeats}
+        return Case(**{**asdict(case), **{key: value for key, value in overrides.items() if value is not None}})
 
-    def throughput(times: dict[str, list[float]]) -> dict[str, float]:
-        return {name: round(tokens / statistics.median(values), 1) for name, values in times.items()}
+    if args.child:
+        print(json.dumps(run_arm(configured(args.cases[0]), args.child, args.workdir / args.child)))
+        return
 
-    loop_rate, job_rate = throughput(loops), throughput(jobs)
+    import torch
+
+    uptime = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}",
-        "settings": vars(args),
-        "epoch_tokens": tokens,
-        "training_loop_s": loops,
-        "whole_job_s": jobs,
-        "training_loop_tokens_per_s": loop_rate,
-        "whole_job_tokens_per_s": job_rate,
-        "ratio_training_loop": round(loop_rate["tunescope"] / loop_rate["trl"], 3),
-        "ratio_whole_job": round(job_rate["tunescope"] / job_rate["trl"], 3),
+        "load_average_at_start": uptime,
+        "cases": {},
     }
-    print(json.dumps(result, indent=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            result["cases"][name] = bench_case(name, configured(name), Path(tmp))
+    result["load_average_at_end"] = Path("/proc/loadavg").read_text().split()[:3] if uptime else None
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

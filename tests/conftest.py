@@ -105,6 +105,19 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """Like ``tiny_model_dir``, but its tokenizer has no chat template, as a pretrained-only base."""
+    import copy
+
+    out = tmp_path_factory.mktemp("tiny-base")
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = None
+    build_tiny_llama(tokenizer).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

@@ -66,6 +66,26 @@ def test_missing_package_is_explained(private_cache, monkeypatch):
         assets.prepare("mtbench")
 
 
+def test_licence_terms_are_shown_once_when_a_model_is_prepared(private_cache, monkeypatch, tmp_path, capsys):
+    import dataclasses
+
+    def build(package, out):
+        (out / "GEMMA_TERMS.html").write_text("<p>terms</p>")
+
+    gemma = dataclasses.replace(assets.ASSETS["gemma3-270m"], build=build)
+    monkeypatch.setitem(assets.ASSETS, "gemma3-270m", gemma)
+    monkeypatch.setattr(assets, "package_dir", lambda package: tmp_path)
+    assets.prepare("gemma3-270m")
+    terms = private_cache / "assets" / "gemma3-270m" / "GEMMA_TERMS.html"
+    assert f"governed by the Gemma Terms of Use (https://ai.google.dev/gemma/terms); a copy is at {terms}" in (
+        capsys.readouterr().err
+    )
+    manifest = json.loads((terms.parent / assets.MANIFEST).read_text())
+    assert manifest["license"] == gemma.license and set(manifest["sha256"]) == {"GEMMA_TERMS.html"}
+    assets.prepare("gemma3-270m")
+    assert capsys.readouterr().err == ""  # already prepared: not shown again
+
+
 def test_assets_command_lists_status(private_cache, capsys):
     assert main(["assets"]) == 0
     listing = capsys.readouterr().out

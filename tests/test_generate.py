@@ -70,6 +70,15 @@ def test_records_carry_exact_ids_text_and_settings(capsys, tmp_path, prompts, ad
                                         "template": None, "precision": "fp32", "adapter": "merged"}  # fmt: skip
 
 
+def test_a_model_without_a_chat_template_answers_through_the_plain_one(tmp_path, prompts, tiny_base_model_dir):
+    out = tmp_path / "responses.jsonl"
+    run(tiny_base_model_dir, prompts, out, max_new_tokens=4)
+    records = read(out)
+    assert {record["generation"]["template"] for record in records} == {"plain"}
+    record = next(record for record in records if record["id"] == "ex-0")
+    assert record["prompt"] == "<|im_start|>User:\nWhat is the capital of France?\n\nAssistant:\n"
+
+
 def test_a_run_directory_generates_like_its_adapter(tmp_path, prompts, adapter_dir):
     import shutil
 

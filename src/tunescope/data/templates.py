@@ -20,10 +20,23 @@ IGNORE_INDEX = -100
 
 TrainOn = Literal["assistant", "all"]
 
-# Named templates for models that ship none (base checkpoints). Alpaca is the paper's likely
-# format (Stanford Alpaca / LLaMA-Factory); the user turn already ends with the response header,
-# so a prompt renders the same with or without a generation prompt.
+# Named templates for models that ship none (base checkpoints). In plain and alpaca the user turn
+# already ends with the response header, so a prompt renders the same with or without a generation
+# prompt, and an assistant turn ends with the tokenizer's EOS token, so generation stops where
+# training ended. Alpaca is the paper's likely format (Stanford Alpaca / LLaMA-Factory). Plain is the
+# default for a tokenizer without a template: a bare transcript, opened with the BOS token because
+# tunescope tokenizes rendered text without adding special tokens and base models such as Gemma
+# expect one.
 NAMED_TEMPLATES = {
+    "plain": (
+        "{{- bos_token if bos_token else '' -}}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] != 'assistant' and not loop.first -%}{{ '\\n\\n' }}{%- endif -%}"
+        "{%- if message['role'] == 'system' -%}{{ message['content'] }}"
+        "{%- elif message['role'] == 'user' -%}{{ 'User:\\n' + message['content'] + '\\n\\nAssistant:\\n' }}"
+        "{%- elif message['role'] == 'assistant' -%}{{ message['content'] + eos_token }}"
+        "{%- endif -%}{%- endfor -%}"
+    ),
     "alpaca": (
         "{%- if messages[0]['role'] == 'system' -%}{{ messages[0]['content'] + '\\n\\n' }}"
         "{%- else -%}{{ 'Below is an instruction that describes a task. "
@@ -42,19 +55,31 @@ NAMED_TEMPLATES = {
         "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
     ),
 }
+DEFAULT_TEMPLATE = "plain"
+"""The template installed on a tokenizer that has none when no template is chosen."""
 
 
-def apply_template_choice(tokenizer: Any, template: str | None) -> None:
-    """Install the chosen chat template on ``tokenizer``.
+def apply_template_choice(tokenizer: Any, template: str | None) -> str | None:
+    """Install the chosen chat template on ``tokenizer`` and say which one is in use.
 
     Args:
         tokenizer: A Hugging Face tokenizer; changed in place.
-        template: ``None`` keeps the tokenizer's own template; a name from ``NAMED_TEMPLATES``
-            or a path to a Jinja file replaces it.
+        template: ``None`` keeps the tokenizer's own template, or installs ``DEFAULT_TEMPLATE`` when
+            it has none; a name from ``NAMED_TEMPLATES`` or a path to a Jinja file replaces it.
+
+    Returns:
+        What outputs record as the template: the name or path in use; for the tokenizer's own, the
+        name of the named template it is (a model tuned by tunescope saves the one it was trained
+        with), else ``None``.
 
     Raises:
-        UserError: when no template is available or the file cannot be read.
+        UserError: when the template file cannot be read.
     """
+    own = getattr(tokenizer, "chat_template", None)
+    if template is None and own:
+        return next((name for name, text in NAMED_TEMPLATES.items() if text == own), None)
+    if template is None:
+        template = DEFAULT_TEMPLATE
     if template in NAMED_TEMPLATES:
         tokenizer.chat_template = NAMED_TEMPLATES[template]
     elif template is not None:
@@ -64,10 +89,7 @@ def apply_template_choice(tokenizer: Any, template: str | None) -> None:
                 f"--template {template}: neither a known template ({', '.join(NAMED_TEMPLATES)}) nor a file"
             )
         tokenizer.chat_template = path.read_text(encoding="utf-8")
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(
-            f"the tokenizer has no chat template; pass --template ({', '.join(NAMED_TEMPLATES)} or a .jinja file)"
-        )
+    return template
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:

@@ -26,7 +26,8 @@ class PromptSettings(Config):
     split: str = "train"
     """Split to read from a Hugging Face dataset."""
     template: str | None = None
-    """Chat template: unset uses the tokenizer's own; 'alpaca', 'chatml' or a .jinja file replace it."""
+    """Chat template: unset uses the tokenizer's own, or 'plain' (a User:/Assistant: transcript ending answers
+    with EOS) where it has none; 'plain', 'alpaca', 'chatml' or a .jinja file replace it."""
     subset_size: int | None = Field(default=None, gt=0)
     """Answer only the first N prompts of one seeded shuffle (nested, as for training subsets)."""
     subset_seed: int = 0

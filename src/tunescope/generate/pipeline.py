@@ -215,9 +215,9 @@ def generate(
         seen[example.id] = example.locator
     source = resolve_model(config.model)
     tokenizer = load_tokenizer(source, trust_remote_code=config.trust_remote_code)
-    apply_template_choice(tokenizer, config.template)
+    template = apply_template_choice(tokenizer, config.template)
     precision = resolve_precision(config.precision)
-    decoding = config.decoding(precision)
+    decoding = config.decoding(precision) | {"template": template}  # a tokenizer without one gets the default
     if source.kind == "adapter":
         decoding["adapter"] = "merged" if config.merge_adapter else "separate"
 

@@ -71,6 +71,15 @@ class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     """Examples per forward pass per process; gradient accumulation makes up the effective batch."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% more time."""
+    logits_at_labels_only: bool = True
+    """Apply the output layer and the loss only where a token carries a label, in chunks, so the
+    [tokens x vocabulary] logits never exist. TRL does this on CUDA but scores every position on a CPU,
+    which for a large vocabulary (Gemma-3: 262k) is most of the work. Off: TRL's own path; the losses
+    agree within rounding either way."""
+    padding_free: bool = True
+    """Lay each micro-batch's examples end to end in one row instead of padding them to the longest
+    (TRL's padding_free; attention stays within each example through its position ids), so no work goes
+    to padding. The batches themselves are unchanged. Off: pad each micro-batch."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 mixed precision on a CUDA GPU that supports it, fp32 elsewhere."""
     seed: int = 42

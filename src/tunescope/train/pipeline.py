@@ -40,9 +40,13 @@ from tunescope.train.checkpoint import latest_checkpoint
 from tunescope.train.config import TrainConfig, shared_learning_rate_warning
 
 # Settings that may change when a run is resumed without changing its result.
+# The two speed settings change only rounding, and runs from before they existed lack them.
 RESUMABLE_CHANGES = frozenset(
-    {"out", "save_steps", "save_total_limit", "report_to", "monitor_every", "monitor_examples", "monitor_tokens"}
-)
+    {
+        "out", "save_steps", "save_total_limit", "report_to", "monitor_every", "monitor_examples", "monitor_tokens",
+        "logits_at_labels_only", "padding_free",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class TrainingData:
     """Examples cut at max_length (kept)."""
     n_too_long: int
     """Examples dropped because truncation left no trained token."""
+    template: str | None
+    """The chat template the examples were rendered with: None for the tokenizer's own, else its name or path."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def prepare_training_data(config: TrainConfig, tokenizer: Any, loaded: LoadedDat
         UserError: when the data is unusable, including when max_length leaves no example with a
             trained token.
     """
-    apply_template_choice(tokenizer, config.template)
+    template = apply_template_choice(tokenizer, config.template)
     loaded = loaded or load_examples(config)
     tokenized = tokenize_examples(tokenizer, loaded.examples, max_length=config.max_length, train_on=config.train_on)
     usable = [example for example in tokenized if example.trained_tokens > 0]
@@ -93,7 +99,7 @@ def prepare_training_data(config: TrainConfig, tokenizer: Any, loaded: LoadedDat
             f"the shortest prompt alone is {shortest} tokens"
         )
     n_truncated = sum(example.full_length > config.max_length for example in tokenized)
-    return TrainingData(loaded, usable, n_truncated, len(tokenized) - len(usable))
+    return TrainingData(loaded, usable, n_truncated, len(tokenized) - len(usable), template)
 
 
 def _prompt_length(example: TokenizedExample) -> int:
@@ -146,7 +152,8 @@ def dry_run(config: TrainConfig, n_examples: int = 3) -> str:
     data = prepare_training_data(config, tokenizer)
     stats = length_statistics(data)
     lines = [
-        f"data: {data.loaded.source} (format {data.loaded.format}, {stats['used']} examples used)",
+        f"data: {data.loaded.source} (format {data.loaded.format}, {stats['used']} examples used, "
+        f"template {data.template or 'of the tokenizer'})",
         "text in ⟦ ⟧ carries no loss; the rest is trained on",
     ]
     for number, example in enumerate(data.examples[:n_examples], start=1):
@@ -236,13 +243,13 @@ def _peft_config(config: TrainConfig) -> Any:
 
 
 def _provenance(
-    config: TrainConfig, source: ModelSource, data: TrainingData, model: Any, processes: dict[str, Any]
+    config: TrainConfig, source: ModelSource, data: TrainingData, trainer: Any, processes: dict[str, Any]
 ) -> dict[str, Any]:
     def count(parameter: Any) -> int:  # ZeRO-3 leaves an empty shard in place and keeps the size apart
         return getattr(parameter, "ds_numel", parameter.numel())
 
-    trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
-    total = sum(count(p) for p in model.parameters())
+    trainable = sum(count(p) for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(count(p) for p in trainer.model.parameters())
     return {
         "command": "train",
         "argv": sys.argv,
@@ -250,6 +257,7 @@ def _provenance(
         "data": {
             "source": data.loaded.source,
             "format": data.loaded.format,
+            "template": data.template,
             "sha256": data.loaded.fingerprint,
             "subset_size": config.subset_size,
             "subset_seed": config.subset_seed,
@@ -258,6 +266,12 @@ def _provenance(
         "seed": config.seed,
         "learning_rate": config.effective_learning_rate,
         "precision": "bf16" if _use_bf16(config) else "fp32",
+        # What the run did, which for the output layer can differ from what was asked (a model whose
+        # logits are scaled keeps TRL's path).
+        "loss_path": {
+            "logits_at_labels_only": trainer.logits_at_labels_only,
+            "batching": "padding-free" if config.padding_free else "padded per micro-batch",
+        },
         "trainable_parameters": trainable,
         "total_parameters": total,
         "git_commit": git_commit(),
@@ -287,10 +301,14 @@ def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
         optim="adamw_torch",
         seed=config.seed,
         data_seed=config.seed,
-        max_length=config.max_length,
+        # The examples arrive truncated; TRL refuses a max_length it would not enforce in padding-free rows.
+        max_length=None if config.padding_free else config.max_length,
+        padding_free=config.padding_free,
         logging_steps=1,
         logging_nan_inf_filter=False,  # otherwise the Trainer hides a NaN loss behind an average
-        include_num_input_tokens_seen="non_padding",  # kept in checkpoints, so tokens/s survives a resume
+        # Kept in checkpoints, so tokens/s survives a resume. A padding-free row has no padding, and counting
+        # "non_padding" there would skip real EOS tokens wherever the pad token is the EOS token.
+        include_num_input_tokens_seen="all" if config.padding_free else "non_padding",
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -340,6 +358,7 @@ def _build_trainer(
         processing_class=tokenizer,
         peft_config=_peft_config(config) if config.method == "lora" else None,
         callbacks=callbacks,
+        logits_at_labels_only=config.logits_at_labels_only,
     )
     # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
     # occasional plain lines elsewhere.
@@ -433,7 +452,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     trainer = _build_trainer(config, run_dir, args, model, tokenizer, data)
     if state is RunState.NEW and process.is_main_process:
         processes = {"count": process.num_processes, "engine": str(trainer.accelerator.distributed_type)}
-        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer.model, processes))
+        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer, processes))
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if state is RunState.RESUME else None
     started = time.perf_counter()

@@ -1,12 +1,19 @@
-"""TRL's SFTTrainer with optimizer, scheduler and RNG checkpoints in safetensors instead of pickle."""
+"""TRL's SFTTrainer with safetensors checkpoints and the output layer at labelled positions only.
+
+Optimizer, scheduler and RNG state are checkpointed in safetensors instead of pickle; on a CPU the
+output layer and the loss run only where a token carries a label (:mod:`tunescope.train.loss`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from peft import PeftModel
 from trl import SFTTrainer
 
 from tunescope.train import checkpoint as ckpt
+from tunescope.train.loss import score_labelled_positions_only
 
 
 class SafetensorsSFTTrainer(SFTTrainer):
@@ -14,7 +21,19 @@ class SafetensorsSFTTrainer(SFTTrainer):
 
     Only the single-process and DDP paths are replaced; DeepSpeed, FSDP and XLA save through their
     own engines and keep the Trainer's behaviour.
+
+    Args:
+        *args: As for ``SFTTrainer``.
+        logits_at_labels_only: Apply the output layer only at labelled positions on a CPU too (see
+            :mod:`tunescope.train.loss`); False keeps TRL's path.
+        **kwargs: As for ``SFTTrainer``.
     """
+
+    def __init__(self, *args: Any, logits_at_labels_only: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.logits_at_labels_only = logits_at_labels_only and score_labelled_positions_only(
+            self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        )
 
     def _uses_own_checkpoint_engine(self) -> bool:
         return bool(self.is_deepspeed_enabled or self.is_fsdp_enabled or getattr(self.args, "tpu_num_cores", None))
