@@ -132,14 +132,21 @@ class Claim:
     """Equivalence margin of a no-effect claim, in the effect's unit."""
     extension: bool = False
     """True when the paper has no such measurement and tunescope's probe stands in for it."""
+    parts: tuple[Claim, ...] = ()
+    """A two-part claim's parts: a no-effect claim whose positive control is the second, a difference claim."""
 
     def rule(self) -> str:
-        """The rule, in one sentence (shown beside the verdict even when the claim is not tested)."""
+        """The rule, in words (shown beside the verdict even when the claim is not tested)."""
         if self.kind == "difference":
             return difference_rule(self.expected_sign, self.effect)
         if self.kind == "no effect" and self.margin is not None:
             return no_effect_rule(self.margin, self.effect, formatter(self.unit))
-        return ""
+        first, second = self.parts
+        return (
+            f"Two parts, both decided in this run: (1) {first.rule()} Its positive control is part (2). "
+            f"(2) {second.rule()} The claim is reproduced when both parts are, not reproduced when either is not, "
+            "otherwise inconclusive."
+        )
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,22 @@ def difference(claim: Claim, estimate: Estimate, cell: dict[str, Any], **rest: A
     return Finding(claim, decision, cell, **rest)
 
 
+SIZE_PARTS = {
+    "flat": Claim(
+        "size_lora_flat", "More data barely changes LoRA's shift",
+        "LoRA KL flat from 1K to 326K examples (Fig. 1)",
+        "LoRA's KL slope per tenfold more data, over full fine-tuning's mean KL",
+        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "no effect",
+        margin=SIZE_MARGIN,
+    ),
+    "grows": Claim(
+        "size_full_grows", "Full fine-tuning's shift grows with data size",
+        "full fine-tuning's KL rises with the training-set size (Fig. 1)",
+        "full fine-tuning's KL slope per tenfold more data, over its own mean KL",
+        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "difference",
+    ),
+}  # fmt: skip
+"""The two parts of the size claim; it is reproduced only when both are."""
 CLAIMS: dict[str, Claim] = {
     claim.key: claim
     for claim in (
@@ -320,7 +343,7 @@ CLAIMS: dict[str, Claim] = {
             "LoRA KL flat from 1K to 326K examples; full fine-tuning's rises (Fig. 1)",
             "LoRA's KL slope per tenfold more data, over full fine-tuning's mean KL",
             "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "two parts",
-            margin=SIZE_MARGIN,
+            margin=SIZE_MARGIN, parts=(SIZE_PARTS["flat"], SIZE_PARTS["grows"]),
         ),
         Claim(
             "style", "LoRA's shifted tokens are style words more than full fine-tuning's",
@@ -337,22 +360,6 @@ CLAIMS: dict[str, Claim] = {
     )
 }  # fmt: skip
 """Every claim the report checks, in the order of its findings table."""
-SIZE_PARTS = {
-    "flat": Claim(
-        "size_lora_flat", "More data barely changes LoRA's shift",
-        "LoRA KL flat from 1K to 326K examples (Fig. 1)",
-        "LoRA's KL slope per tenfold more data, over full fine-tuning's mean KL",
-        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "no effect",
-        margin=SIZE_MARGIN,
-    ),
-    "grows": Claim(
-        "size_full_grows", "Full fine-tuning's shift grows with data size",
-        "full fine-tuning's KL rises with the training-set size (Fig. 1)",
-        "full fine-tuning's KL slope per tenfold more data, over its own mean KL",
-        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "difference",
-    ),
-}  # fmt: skip
-"""The two parts of the size claim; it is reproduced only when both are."""
 
 
 # --- shift findings: LoRA against full fine-tuning on the same prompts -------------------------------------
@@ -764,12 +771,8 @@ def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[st
         reason = "; ".join(
             f"{p.claim.claim}: {p.verdict} ({p.decision.reason})" for p in parts if p.verdict != "reproduced"
         )
-    rule = (
-        f"Two parts, both decided in this run: (1) {flat.rule} Its positive control is part (2). (2) {grows.rule} "
-        "The claim is reproduced when both parts are, not reproduced when either is not, otherwise inconclusive."
-    )
     decision = Decision(
-        verdict, rule, reason, lora_rate, lora_rate.detectable_effect(), SIZE_MARGIN, positive_control=grows
+        verdict, claim.rule(), reason, lora_rate, lora_rate.detectable_effect(), SIZE_MARGIN, positive_control=grows
     )  # fmt: skip
     return Finding(claim, decision, cell, parts=parts, control_name=grows_claim.effect)
 
