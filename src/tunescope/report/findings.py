@@ -204,8 +204,10 @@ class Finding:
         if estimate is None or estimate.value is None:
             return None
         if self.claim.kind == "no effect" and self.claim.margin is not None:
-            return estimate.items_for_equivalence(self.claim.margin)
-        return estimate.items_to_detect(estimate.value)
+            needed = estimate.items_for_equivalence(self.claim.margin)
+        else:
+            needed = estimate.items_to_detect(estimate.value)
+        return max(needed, MIN_BOOTSTRAP_ITEMS) if needed is not None else None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data: numbers, ``[low, high]`` intervals, counts, units, the rule and the verdict."""
@@ -380,7 +382,8 @@ def _shift_pair(cell: Cell) -> tuple[PerItem, PerItem, list[str]] | None:
 
 
 def _pooled(name: str, sums: np.ndarray, counts: np.ndarray, unit: str, settings: Settings) -> Measurement:
-    return Measurement(name, unit, bootstrap_ratio(sums, counts, resamples=settings.resamples, seed=settings.seed))
+    estimate = bootstrap_ratio(sums, counts, resamples=settings.resamples, seed=settings.seed)
+    return Measurement(name, unit, enough_items(estimate))
 
 
 def kl_finding(cell: Cell, settings: Settings) -> Finding:
@@ -466,13 +469,13 @@ def check_initiation(
     options = {"resamples": settings.resamples, "seed": settings.seed}
     label = "difference of (pooled KL first / pooled KL rest), paired bootstrap over prompts"
     effect = paired_bootstrap((*lora, *full), _initiation_difference, label=label, **options)
-    context = tuple(
-        Measurement(
-            f"KL first / KL rest, {name}", claim.unit,
-            paired_bootstrap(arrays, initiation_ratio, label="pooled KL first / pooled KL rest", **options),
-        )
+    ratios = {
+        name: paired_bootstrap(arrays, initiation_ratio, label="pooled KL first / pooled KL rest", **options)
         for name, arrays in (("LoRA", lora), ("full", full))
-    )  # fmt: skip
+    }
+    context = tuple(
+        Measurement(f"KL first / KL rest, {name}", claim.unit, enough_items(ratio)) for name, ratio in ratios.items()
+    )
     return difference(claim, effect, cell, measurements=context, notes=notes)
 
 
@@ -579,7 +582,11 @@ def check_forgetting(
     options = {"resamples": settings.resamples, "seed": settings.seed}
     effect = paired_ratio_difference(lora, full, **options)
     context = [
-        Measurement(f"held-out loss change, {name} − base", claim.unit, paired_ratio_difference(base, tuned, **options))
+        Measurement(
+            f"held-out loss change, {name} − base",
+            claim.unit,
+            enough_items(paired_ratio_difference(base, tuned, **options)),
+        )
         for name, tuned in (("LoRA", lora), ("full", full))
     ]
     context += [
@@ -618,18 +625,18 @@ def judge_finding(cell: Cell, settings: Settings) -> Finding:
             "the judge run is incomplete" + (f" ({failed} requests failed)" if failed else "")
             + ": rerun the experiment (or `tunescope judge`) to finish it before reading this finding"
         )  # fmt: skip
+    stand_in = "stand-in judge: a small local model whose scores do not measure answer quality, so no verdict"
     if not shared:
-        return untested(claim, where, "the judge gave no complete five-aspect scores to both runs on the same prompts")
+        why = "the judge gave no complete five-aspect scores to both runs on the same prompts"
+        return untested(claim, where, f"{stand_in} (and {why})" if summary.get("stand_in_judge") else why)
     found = check_judge(
         np.array([lora[item] for item in shared]), np.array([full[item] for item in shared]), settings, where,
         tuple(notes),
     )  # fmt: skip
     if summary.get("stand_in_judge"):
-        reason = "stand-in judge: a small local model whose scores do not measure answer quality, so no verdict"
-        stand_in = Decision(
-            "not tested", found.decision.rule, reason, found.decision.estimate, found.decision.detectable
-        )
-        return Finding(claim, stand_in, where, found.measurements, found.notes)
+        decision = found.decision
+        no_verdict = Decision("not tested", decision.rule, stand_in, decision.estimate, decision.detectable)
+        return Finding(claim, no_verdict, where, found.measurements, found.notes)
     return found
 
 
@@ -641,7 +648,7 @@ def check_judge(
     options = {"resamples": settings.resamples, "seed": settings.seed}
     effect = paired_mean_difference(full, lora, **options)
     context = tuple(
-        Measurement(f"five-aspect average, {name}", claim.unit, bootstrap_mean(values, **options))
+        Measurement(f"five-aspect average, {name}", claim.unit, enough_items(bootstrap_mean(values, **options)))
         for name, values in (("LoRA", lora), ("full", full))
     )
     return difference(claim, effect, cell, measurements=context, notes=notes)
@@ -730,7 +737,8 @@ def size_findings(cells: list[Cell], settings: Settings) -> list[Finding]:
                                      (full["kl"], full["tokens"]))
                 )  # fmt: skip
                 sizes.append(cell.subset_size)
-        where |= {"subset_sizes": sizes, "name": f"{display_name(model)} · {dataset} · n={sizes or '–'}"}
+        shown = ", ".join(map(str, sizes)) or "–"
+        where |= {"subset_sizes": sizes, "name": f"{display_name(model)} · {dataset} · n={shown}"}
         if len(set(sizes)) < 2:
             found.append(untested(CLAIMS["size"], where, "needs shift results of LoRA and full at two or more sizes"))
         else:
