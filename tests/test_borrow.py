@@ -136,6 +136,13 @@ def test_borrowed_words_with_both_baselines_recomputed_by_hand(run):
     base = run.result.borrow["borrowed_words"]["base"]["all_words"]
     assert base["n"] == len(base_words) and base["ci95"][0] <= base["value"] <= base["ci95"][1]
     assert run.result.borrow["base_responses"]["n_matched"] == 4
+    # Per response, the counts behind each share: they sum to it, keyed by the responses' ids for pairing.
+    per_response = run.result.borrow["borrowed_words"]["per_response"]
+    assert per_response["ids"] == [r.example_id for r in read_shift_run(run.root / "shift").responses]
+    moved_counts = per_response["groups"]["shifted_or_marginal"]
+    assert sum(moved_counts["words"]) == len(moved) and sum(moved_counts["found"]) / len(moved) == pytest.approx(
+        share(moved)
+    )
 
 
 def test_style_tokens_and_lengths(run, tiny_tokenizer):
@@ -143,6 +150,9 @@ def test_style_tokens_and_lengths(run, tiny_tokenizer):
     style = summary["style_tokens"]
     assert set(style["headline"]) >= {"style_share", "n_tokens"} and style["headline"]["n_tokens"] > 0
     assert style["share"]["shifted_or_marginal"]["n"] == style["headline"]["n_tokens"]
+    counts = style["per_response"]["groups"]["shifted_or_marginal"]
+    assert sum(counts["tokens"]) == style["headline"]["n_tokens"]
+    assert sum(counts["style"]) / sum(counts["tokens"]) == pytest.approx(style["headline"]["style_share"], abs=1e-6)
     top = style["top_shifted_or_marginal"]
     only = {word: [t for t in top if t["words"] == [word]] for word in ("However", "Zorblax", "typically")}
     assert only["However"] and all(t["style"] and t["category"] == "discourse" for t in only["However"])

@@ -1,6 +1,7 @@
 """Experiment grid, resume after a kill, and the report (in a real headless Chromium)."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -71,20 +72,84 @@ def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
     assert (finished_experiment / cell["stages"]["full/train"]["dir"] / "model").is_dir()
 
 
-def test_report_json_has_findings_with_verdicts(finished_experiment):
-    report = json.loads((finished_experiment / "report.json").read_text())
+VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}
+TEXT_KEYS = {"claim", "paper", "rule", "reason", "method", "note", "notes", "name", "items", "unit", "definition"}
+
+
+def formatted_numbers(data, key=""):
+    """Strings in report.json that are numbers in disguise ('93.0%', '0.0427 [0.0230, 0.0667]')."""
+    if isinstance(data, dict):
+        return [bad for k, value in data.items() for bad in formatted_numbers(value, k)]
+    if isinstance(data, list):
+        return [bad for value in data for bad in formatted_numbers(value, key)]
+    if isinstance(data, str) and key not in TEXT_KEYS and re.fullmatch(r"[-+]?\d[\d.]*\s*(%|\[.*\])", data.strip()):
+        return [f"{key}: {data}"]
+    return []
+
+
+def check_finding(finding):
+    assert finding["verdict"] in VERDICTS and isinstance(finding["rule"], str) and finding["reason"]
+    assert isinstance(finding["cell"], dict) and "detectable" in finding and "n" in finding
+    effect = finding["effect"]
+    if effect is not None:
+        assert isinstance(effect["n"], int) and effect["n"] == finding["n"] and effect["unit"]
+        assert effect["value"] is None or isinstance(effect["value"], float)
+        for name in ("ci95", "ci90"):
+            interval = effect[name]
+            assert interval is None or (
+                isinstance(interval, list) and interval[0] <= interval[1] and len(interval) == 2
+            )
+        if effect["ci95"] is not None:
+            assert effect["ci95"][0] <= effect["value"] <= effect["ci95"][1]
+            assert isinstance(finding["detectable"], float) and finding["detectable"] > 0
+    elif finding["verdict"] != "not tested":
+        raise AssertionError(f"{finding['key']}: a verdict without an effect")
+    if finding["verdict"] != "not tested":
+        assert finding["cell"]["model"] and finding["cell"]["dataset"]
+    for measurement in finding["measurements"]:
+        assert measurement["unit"] and (measurement["ci95"] is None or len(measurement["ci95"]) == 2)
+
+
+def test_report_json_is_data_with_a_rule_and_numbers_behind_every_verdict(finished_experiment):
+    text = (finished_experiment / "report.json").read_text()
+    report = json.loads(text)
+    assert report["schema_version"] == 2 and "data:image" not in text
+    assert formatted_numbers(report) == []
     verdicts = {f["key"]: f["verdict"] for f in report["findings"]}
-    assert {"kl", "unshifted", "initiation", "knowledge", "forgetting", "judge", "size"} <= set(verdicts)
-    assert set(verdicts.values()) <= {"reproduced", "not reproduced", "inconclusive", "not tested"}
+    assert list(verdicts) == ["kl", "unshifted", "initiation", "knowledge", "forgetting", "judge", "size", "style",
+                              "borrowed"]  # fmt: skip
+    for finding in report["findings"]:
+        check_finding(finding)
     assert verdicts["size"] == "not tested"  # one training-set size only
     assert verdicts["judge"] == "not tested"  # a tiny stand-in judge never gets a verdict
-    assert verdicts["style"] != "not tested"  # from both runs' borrow.json
-    # The tiny model's answers have no word at an unshifted position, so the baseline is missing.
+    assert verdicts["style"] != "not tested"  # from both runs' per-response counts in borrow.json
+    assert verdicts["kl"] != "not tested" and verdicts["forgetting"] != "not tested"
+    # The tiny model's answers have no word at an unshifted position, so there is nothing to compare.
     borrowed = next(f for f in report["findings"] if f["key"] == "borrowed")
-    assert borrowed["verdict"] == "not tested" and "word shares" in borrowed["this_run"]
-    kl = next(f for f in report["findings"] if f["key"] == "kl")
-    low, high = kl["effect"]["ci95"]
-    assert low <= kl["effect"]["value"] <= high
+    assert borrowed["verdict"] == "not tested" and "no words" in borrowed["reason"]
+    [cell] = report["cells"]
+    assert [f["key"] for f in cell["findings"]] == ["kl", "unshifted", "initiation", "knowledge", "forgetting",
+                                                    "judge", "style", "borrowed"]  # fmt: skip
+    for finding in cell["findings"]:
+        check_finding(finding)
+        assert finding["cell"]["name"] == cell["name"]
+    for row in cell["shift"]:
+        assert isinstance(row["kl"]["value"], float) and row["kl"]["unit"] == "nats per token"
+        assert row["tr"]["value"] <= 50 and row["tr_median"] <= 50 and row["base_rank"]["value"] >= 1
+        assert row["bootstrap"]["method"].startswith("BCa")
+    assert set(cell["probe"]["models"]) == {"base", "lora", "full"}
+    assert report["settings"]["bootstrap_resamples"] > 0 and report["settings"]["margins"]["knowledge"] == 0.1
+
+
+def test_report_with_the_bootstrap_off_is_inconclusive_and_says_why(finished_experiment, tmp_path):
+    assert main(["report", str(finished_experiment), "--out", str(tmp_path), "--bootstrap-samples", "0"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert any("bootstrap is off" in note for note in report["notes"])
+    for finding in report["findings"]:
+        check_finding(finding)
+        if finding["verdict"] != "not tested" and finding["key"] != "knowledge":  # knowledge: score intervals
+            assert finding["verdict"] == "inconclusive" and "bootstrap off" in finding["reason"], finding["key"]
+    assert "bootstrap is off" in (tmp_path / "report.html").read_text()
 
 
 def test_report_renders_in_headless_chromium(finished_experiment, tmp_path):
@@ -193,15 +258,3 @@ def test_demo_configs_are_valid():
     assert quick.methods == full.methods == ["lora", "full"]
     assert quick.train["epochs"] < full.train["epochs"]
     assert demo_config(judge={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
-
-
-def test_separate_intervals_give_a_verdict_only_when_they_do_not_overlap():
-    from tunescope.report.findings import separation_verdict
-
-    def share(low, high, n=50):
-        return {"value": (low + high) / 2, "ci95": [low, high], "n": n}
-
-    assert separation_verdict(share(0.6, 0.7), share(0.4, 0.5)) == "reproduced"
-    assert separation_verdict(share(0.4, 0.5), share(0.6, 0.7)) == "not reproduced"
-    assert separation_verdict(share(0.49, 0.7), share(0.4, 0.5)) == "inconclusive"
-    assert separation_verdict(share(1.0, 1.0, n=1), share(0.4, 0.5)) == "inconclusive"  # one word: no interval

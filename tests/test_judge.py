@@ -10,10 +10,11 @@ from tunescope.judge import (
     ASPECTS,
     TEMPLATES,
     JudgeConfig,
-    bootstrap_ci,
     export_justeval,
     import_justeval,
+    item_average,
     judge,
+    mean_with_ci,
     pairwise_summary,
     parse_pairwise_reply,
     parse_score_reply,
@@ -133,14 +134,25 @@ def test_pairwise_parsing():
 # Aggregates
 
 
-def test_bootstrap_interval_is_seeded_contains_the_mean_and_shrinks_with_data():
+def test_mean_interval_is_seeded_contains_the_mean_and_shrinks_with_data():
     small = [1, 5, 3, 4, 2, 5, 4]
-    interval = bootstrap_ci(small, samples=1000, seed=1)
-    assert interval == bootstrap_ci(small, samples=1000, seed=1)
+    interval = mean_with_ci(small, samples=1000, seed=1)["ci95"]
+    assert interval == mean_with_ci(small, samples=1000, seed=1)["ci95"]
     assert interval[0] < sum(small) / len(small) < interval[1]
-    large = bootstrap_ci(small * 20, samples=1000, seed=1)
+    large = mean_with_ci(small * 20, samples=1000, seed=1)["ci95"]
     assert large[1] - large[0] < (interval[1] - interval[0]) / 2
-    assert bootstrap_ci([], samples=10) is None and bootstrap_ci([3], samples=10) == [3.0, 3.0]
+    # No interval from no item or one item, or with the bootstrap off: never a zero-width one.
+    assert mean_with_ci([], samples=10, seed=0) == {"n": 0, "mean": None, "ci95": None}
+    assert mean_with_ci([3], samples=10, seed=0) == {"n": 1, "mean": 3.0, "ci95": None}
+    assert mean_with_ci(small, samples=0, seed=0)["ci95"] is None
+
+
+def test_an_item_averages_only_when_every_aspect_parsed():
+    aspects = ("helpfulness", "clarity", "depth")
+    assert item_average({"scores": {"helpfulness": 4, "clarity": 2, "depth": 3}}, aspects) == 3.0
+    assert item_average({"scores": {"helpfulness": 5}}, aspects) is None  # one valid aspect of three
+    assert item_average({"scores": {"helpfulness": 5, "clarity": None, "depth": 3}}, aspects) is None
+    assert item_average({}, aspects) is None
 
 
 def test_spearman():
@@ -170,9 +182,11 @@ def test_score_summary_counts_failures_and_never_imputes():
     assert summary["failures"]["by_kind"] == {"na": 1, "unparseable": 1}
     assert summary["failures"]["by_aspect"]["depth"] == {"na": 1, "unparseable": 1}
     assert summary["response_length"]["words_mean"] == 15.0
-    assert summary["by_tag"]["coding"] == {"items": 2, "overall": 2.5, "aspects": {"helpfulness": 3.0, "depth": 2.0}}
+    # Only item 1 has both aspects: it alone counts toward the overall average; the other two are dropped.
+    assert summary["by_tag"]["coding"] == {"items": 2, "overall": 3.0, "aspects": {"helpfulness": 3.0, "depth": 2.0}}
     assert summary["by_tag"]["math"]["items"] == 1
-    assert summary["overall"]["mean"] == pytest.approx((3 + 2 + 3) / 3, abs=1e-4)
+    assert summary["overall"]["mean"] == 3.0 and summary["overall"]["n"] == 1 and summary["overall"]["dropped"] == 2
+    assert summary["aspects"]["depth"]["dropped"] == 2 and summary["aspects"]["helpfulness"]["dropped"] == 0
     # just-eval's convention only in its own labelled block: N/A -> 5.0, other failures still left out.
     compatible = summary["justeval_compatible"]
     assert compatible["means"]["depth"] == 3.5 and compatible["imputed"] == 1 and "N/A" in compatible["note"]

@@ -177,6 +177,9 @@ def test_summary_micro_and_macro_averages():
     assert summary["shifted"] == 0.25 and summary["unshifted"] == 0.75 and summary["marginal"] == 0.0
     assert summary["micro"]["kl_reverse_mean"]["value"] == 0.5
     assert summary["micro"]["tr_mean"]["value"] == pytest.approx((8 + 0 + 0 + 0) / 4)
+    assert summary["tr_mean"] == summary["micro"]["tr_mean"]["value"] and summary["tr_median"] == 0
+    assert summary["base_rank_median"] == 1 and summary["tr_cap"] == 50
+    assert summary["bootstrap"]["unit"] == "responses" and summary["bootstrap"]["method"].startswith("BCa")
     low, high = summary["micro"]["kl_mean"]["ci95"]
     assert 0 <= low <= 0.25 <= high <= 1
     assert summary["by_position"][0] == {**summary["by_position"][0], "position": 1, "n_tokens": 2}
@@ -196,3 +199,34 @@ def test_summary_bootstrap_is_seeded_and_optional():
     assert a["micro"] == b["micro"]
     none = summarize_columns(columns, mode="exact", bootstrap_samples=0)
     assert none["micro"]["kl_mean"] == {"value": 0.25, "ci95": [None, None]}
+
+
+def test_summary_rank_as_the_paper_plots_it_is_capped_and_mode_aware():
+    columns = synthetic_columns()
+    columns["base_rank"] = np.array([200, 1, 2, 1])
+    exact = summarize_columns(columns, mode="exact", bootstrap_samples=0)
+    assert exact["tr_mean"] == pytest.approx((50 + 0 + 1 + 0) / 4)  # 0-indexed, capped at 50
+    assert exact["base_rank_mean"] == pytest.approx((200 + 1 + 2 + 1) / 4)  # 1-indexed, uncapped
+    assert exact["tr_median"] == 0.5 and exact["base_rank_median"] == 1.5
+    columns["base_rank"] = np.array([50, 0, 1, 0])  # AlignTDS mode stores TR itself
+    assert summarize_columns(columns, mode="aligntds", bootstrap_samples=0)["tr_mean"] == pytest.approx(51 / 4)
+
+
+def test_curve_intervals_come_from_the_responses_that_reach_a_position():
+    rng = np.random.default_rng(0)
+    lengths = [3] * 30 + [40] * 3  # only three responses reach position 10
+    rows = [(index, position) for index, length in enumerate(lengths) for position in range(length)]
+    n = len(rows)
+    columns = {
+        "example_index": np.array([r[0] for r in rows]), "position": np.array([r[1] for r in rows]),
+        "relative_position": np.array([r[1] / lengths[r[0]] for r in rows]), "token_id": np.zeros(n, dtype=int),
+        "token": np.array(["a"] * n, dtype=object), "klass": np.array(["unshifted"] * n, dtype=object),
+        "base_rank": np.ones(n, dtype=int), "base_prob": np.full(n, 0.9), "tuned_prob": np.full(n, 0.9),
+        "kl": rng.gamma(2.0, 0.05, n), "kl_reverse": np.zeros(n), "is_tuned_top1": np.ones(n, dtype=bool),
+        "sentence_index": np.zeros(n, dtype=int), "initiation": np.array([r[1] == 0 for r in rows]),
+    }  # fmt: skip
+    summary = summarize_columns(columns, mode="exact", bootstrap_samples=400)
+    late = summary["by_position"][10]
+    assert late["position"] == 11 and late["n_tokens"] == 3
+    low, high = late["kl_mean"]["ci95"]
+    assert low <= late["kl_mean"]["value"] <= high  # defined in the resamples that drew a long response

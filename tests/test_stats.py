@@ -13,6 +13,7 @@ from tunescope.stats import (
     SlopeGroup,
     bootstrap_mean,
     bootstrap_ratio,
+    bootstrap_ratios,
     bootstrap_slope,
     difference_verdict,
     independent_mean_difference,
@@ -24,6 +25,7 @@ from tunescope.stats import (
     paired_ratio_difference,
     paired_slope_difference,
     proportion,
+    relative_slope,
     unavailable,
     wilson_interval,
 )
@@ -289,3 +291,68 @@ def test_decisions_serialise_with_rule_reason_and_numbers():
         no_effect_verdict(made(0, (-1, 1)), 0.0, None)
     with pytest.raises(ValueError):
         difference_verdict(made(0, (-1, 1)), 0)
+
+
+# --- many groups at once, relative slopes, sample sizes ---
+
+
+def test_many_groups_share_resamples_and_match_the_single_group_interval():
+    rng = np.random.default_rng(13)
+    counts = rng.integers(1, 40, size=(3, 120)).astype(float)
+    sums = counts * rng.gamma(2.0, 0.05, size=(3, 120))
+    together = bootstrap_ratios(sums, counts, seed=4)
+    alone = bootstrap_ratio(sums[1], counts[1], seed=4)
+    assert together[1].ci95 == pytest.approx(alone.ci95) and together[1].value == pytest.approx(alone.value)
+    assert [estimate.n for estimate in together] == [120, 120, 120]
+    # One row of counts serves every group.
+    shared = bootstrap_ratios(sums, counts[0], seed=4)
+    assert shared[2].value == pytest.approx(sums[2].sum() / counts[0].sum())
+
+
+def test_a_group_some_resamples_leave_empty_gets_an_interval_from_the_rest():
+    counts = np.zeros((2, 60))
+    counts[0] = 1
+    counts[1, :4] = [3, 1, 2, 5]  # only 4 of 60 responses reach this position
+    sums = counts * np.linspace(0.1, 1.0, 60)
+    dense, sparse = bootstrap_ratios(sums, counts, resamples=1000, seed=1)
+    assert dense.has_interval and sparse.has_interval and sparse.n == 4
+    assert sparse.ci95[0] <= sparse.value <= sparse.ci95[1] and "left out" in sparse.method
+    alone = bootstrap_ratios(sums[1:], np.where(np.arange(60) == 0, 1.0, 0.0), resamples=1000)[0]
+    assert not alone.has_interval and "fewer than 2" in alone.note
+    off = bootstrap_ratios(sums, counts, resamples=0)
+    assert all(not e.has_interval and "bootstrap off" in e.note for e in off) and off[0].value == pytest.approx(
+        sums[0].sum() / 60
+    )
+
+
+def relative_groups(lora_slope, full_slope, level=0.5, n=200, seed=14):
+    rng = np.random.default_rng(seed)
+    groups = []
+    for x in (3.0, 4.0, 5.0):
+        prompt = rng.normal(0, 0.05, n)  # prompts differ; both models answered the same ones
+        lora = 0.1 + lora_slope * (x - 4) + prompt + rng.normal(0, 0.02, n)
+        full = level + full_slope * (x - 4) + prompt + rng.normal(0, 0.02, n)
+        groups.append(PairedSlopeGroup(x, (lora, np.ones(n)), (full, np.ones(n))))
+    return groups
+
+
+def test_relative_slope_divides_by_the_second_models_level():
+    groups = relative_groups(lora_slope=0.01, full_slope=0.1)
+    lora = relative_slope(groups)
+    full = relative_slope(groups, of="second")
+    full_means = [np.mean(g.second[0]) for g in groups]
+    lora_means = [np.mean(g.first[0]) for g in groups]
+    assert lora.value == pytest.approx(np.polyfit([3, 4, 5], lora_means, 1)[0] / np.mean(full_means))
+    assert full.value == pytest.approx(np.polyfit([3, 4, 5], full_means, 1)[0] / np.mean(full_means))
+    assert full.ci95[0] > 0 and lora.ci95[0] < 0.1 / 0.5 and lora.ci90[1] < 0.1
+
+
+def test_items_needed_scale_with_the_inverse_square_of_the_effect():
+    estimate = made(0.05, (-0.05, 0.15), se=0.05)  # n = 100, detectable 0.14
+    assert estimate.items_to_detect(0.14) == pytest.approx(100, abs=1)
+    assert estimate.items_to_detect(0.07) == pytest.approx(400, abs=2)
+    assert estimate.items_to_detect(0.5) == 100  # never fewer than this run had
+    assert estimate.items_to_detect(0.0) is None
+    # Equivalence within ±0.10 at a true effect of 0.05: (1.645 + 0.842) x SE must fit in 0.05.
+    assert estimate.items_for_equivalence(0.10) == pytest.approx(100 * (0.05 * 2.486 / 0.05) ** 2, rel=0.01)
+    assert estimate.items_for_equivalence(0.05) is None  # the effect sits on the margin

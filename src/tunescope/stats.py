@@ -5,11 +5,12 @@ interval an equivalence test needs), the number of items it was computed over, i
 and the method, in words. The functions here build them:
 
 * bootstrap over items (responses, prompts, questions, passages) with :func:`scipy.stats.bootstrap`:
-  one sample (:func:`bootstrap_mean`, :func:`bootstrap_ratio`), matched items
-  (:func:`paired_mean_difference`, :func:`paired_ratio_difference`, :func:`paired_bootstrap` for any
-  statistic), unmatched samples (:func:`independent_ratio_difference`), and the slope of a statistic
-  against a covariate such as log10(training-set size), resampling within each group
-  (:func:`bootstrap_slope`, :func:`paired_slope_difference`);
+  one sample (:func:`bootstrap_mean`, :func:`bootstrap_ratio`, and :func:`bootstrap_ratios` for many
+  groups of the same items from the same resamples), matched items (:func:`paired_mean_difference`,
+  :func:`paired_ratio_difference`, :func:`paired_bootstrap` for any statistic), unmatched samples
+  (:func:`independent_ratio_difference`), and the slope of a statistic against a covariate such as
+  log10(training-set size), resampling within each group (:func:`bootstrap_slope`,
+  :func:`paired_slope_difference`, :func:`relative_slope`);
 * proportions: one proportion against a chance rate (:func:`proportion`, Wilson interval and an
   exact binomial test) and the difference of two proportions on the same questions
   (:func:`paired_proportions`, Newcombe's hybrid score interval and the exact McNemar test).
@@ -24,8 +25,9 @@ Findings are then decided by pre-registered rules, each a pure function returnin
 
 An estimate without an interval (too few items, the bootstrap switched off) never crashes a rule:
 the verdict is *inconclusive* and the reason says why. Each estimate also gives the smallest effect
-the run could have detected (:meth:`Estimate.detectable_effect`), so an inconclusive verdict says
-how much more data it needs.
+the run could have detected (:meth:`Estimate.detectable_effect`), and the items a run would need to
+detect a given effect or show equivalence (:meth:`Estimate.items_to_detect`,
+:meth:`Estimate.items_for_equivalence`), so an inconclusive verdict says how much more data it needs.
 """
 
 from __future__ import annotations
@@ -106,6 +108,33 @@ class Estimate:
         if self.se is None:
             return None
         return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * self.se)
+
+    def items_to_detect(self, effect: float, power: float = POWER, alpha: float = ALPHA) -> int | None:
+        """Items a run like this one would need for its two-sided test to detect ``effect`` with ``power``.
+
+        The standard error shrinks as 1/sqrt(n), so the detectable effect does too:
+        ``n x (detectable / effect)^2``, rounded up (normal approximation, the per-item spread of this
+        run assumed to hold). None without a standard error or for a zero effect.
+        """
+        detectable = self.detectable_effect(power, alpha)
+        if detectable is None or not effect or self.n <= 0:
+            return None
+        return max(self.n, math.ceil(self.n * (detectable / abs(effect)) ** 2))
+
+    def items_for_equivalence(self, margin: float, power: float = POWER, alpha: float = ALPHA) -> int | None:
+        """Items for an equivalence test against ``±margin`` to succeed with ``power``, were the true effect this value.
+
+        The test succeeds when the 90% interval fits inside the margin, which at true effect
+        ``|value|`` needs ``(z_{1-alpha} + z_{power}) x SE <= margin - |value|`` (normal approximation,
+        the nearer bound only); the standard error shrinks as 1/sqrt(n). None without a standard
+        error, or when the value itself lies at or beyond the margin (no sample size shows equivalence then).
+        """
+        from scipy.stats import norm
+
+        if self.se is None or self.value is None or abs(self.value) >= margin or self.n <= 0:
+            return None
+        needed_se = (margin - abs(self.value)) / (norm.ppf(1 - alpha) + norm.ppf(power))
+        return max(self.n, math.ceil(self.n * (self.se / needed_se) ** 2))
 
     def minus(self, reference: float, method: str | None = None) -> Estimate:
         """The estimate less a known constant, e.g. accuracy minus the chance rate, intervals moved with it.
@@ -303,6 +332,103 @@ def bootstrap_ratio(
     return _paired(data, _ratio, resamples, seed, method, "ratio of sums over items (pooled mean)")
 
 
+def _draw_weights(index: np.ndarray, items: int) -> np.ndarray:
+    """How often each item is drawn in each resample: ``[..., items]`` counts from ``[..., draws]`` indices."""
+    index = np.asarray(index).astype(int)
+    if index.ndim == 1:
+        return np.bincount(index, minlength=items).astype(float)
+    rows = index.reshape(-1, index.shape[-1])
+    offsets = (np.arange(len(rows)) * items)[:, None]
+    counts = np.bincount((rows + offsets).ravel(), minlength=len(rows) * items)
+    return counts.reshape(*index.shape[:-1], items).astype(float)
+
+
+def bootstrap_ratios(
+    sums: Sequence[Sequence[float]] | np.ndarray,
+    counts: Sequence[Sequence[float]] | Sequence[float] | np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    method: BootstrapMethod = "BCa",
+    label: str = "ratio of sums over items (pooled mean)",
+) -> list[Estimate]:
+    """:func:`bootstrap_ratio` for many groups of the same items at once, all from the same resamples.
+
+    ``sums`` is ``[groups, items]`` (e.g. per response, the KL summed over its tokens in each
+    position bucket), ``counts`` the same shape or one row for every group (e.g. token counts).
+    Group ``g``'s value is ``sum(sums[g]) / sum(counts[g])``. One ``scipy.stats.bootstrap`` call
+    draws the resamples of items for every group (so the groups' intervals are comparable); the
+    statistic turns each resample's indices into draw counts and takes all groups' pooled means by
+    one matrix product, which keeps hundreds of groups over thousands of items fast.
+
+    A group that some resamples leave without any item (a late position only a few responses
+    reach) has its interval taken over the resamples where it is defined (percentile, the count
+    left out named in ``method``); with fewer than half defined it gets no interval. ``n`` of each
+    estimate counts the items with a positive count in that group.
+
+    Assumptions: as :func:`bootstrap_ratio`: items (responses) are independent.
+    """
+    from scipy.stats import bootstrap
+
+    sums = np.atleast_2d(np.asarray(sums, dtype=float))
+    counts = np.broadcast_to(np.atleast_2d(np.asarray(counts, dtype=float)), sums.shape)
+    groups, items = sums.shape
+    present = (counts > 0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = sums.sum(axis=1) / counts.sum(axis=1)
+    description = f"{label}, {method} bootstrap, {resamples} resamples"
+    if resamples <= 0 or items < 2:
+        why = "bootstrap off (0 resamples): no interval, so no verdict" if resamples <= 0 else "fewer than 2 items"
+        return [unavailable(v, int(k), label, why) for v, k in zip(values, present, strict=True)]
+
+    def statistic(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        weights = _draw_weights(index, items)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (weights @ sums.T) / (weights @ counts.T)  # [..., groups]
+        return np.moveaxis(ratio, -1, 0)  # groups first, resamples last, as scipy expects
+
+    options = {
+        "vectorized": True,
+        "batch": max(1, min(resamples, _MAX_BATCH_ELEMENTS // max(items, groups))),
+        "rng": np.random.default_rng(seed),
+    }
+    data = (np.arange(items),)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")  # degenerate or partly undefined groups are handled below
+        result = bootstrap(data, statistic, n_resamples=resamples, method=method, confidence_level=0.95, **options)
+        again = bootstrap(
+            data, statistic, n_resamples=0, bootstrap_result=result, method=method, confidence_level=0.90, **options
+        )
+    distribution = np.atleast_2d(result.bootstrap_distribution)
+    levels = [np.atleast_1d(bound) for bound in (*result.confidence_interval, *again.confidence_interval)]
+    estimates = []
+    for g in range(groups):
+        value, n = _number(values[g]), int(present[g])
+        if value is None:
+            estimates.append(unavailable(None, n, description, "the statistic is undefined on these data (no items)"))
+            continue
+        if n < 2:
+            estimates.append(unavailable(value, n, description, "fewer than 2 items in this group: no interval"))
+            continue
+        low95, high95, low90, high90 = (_number(bound[g]) for bound in levels)
+        defined = distribution[g][np.isfinite(distribution[g])]
+        how = description
+        if None in (low95, high95, low90, high90):
+            # BCa is undefined for a degenerate distribution; a group missing from some resamples has NaN
+            # there, which scipy's quantiles propagate: read the defined resamples' percentiles instead.
+            if len(defined) < resamples / 2:
+                estimates.append(unavailable(value, n, description, "the group is empty in most resamples"))
+                continue
+            low95, low90, high90, high95 = (float(q) for q in np.quantile(defined, [0.025, 0.05, 0.95, 0.975]))
+            left_out = resamples - len(defined)
+            how = f"{label}, percentile bootstrap, {resamples} resamples" + (
+                f" ({left_out} without any item of this group left out)" if left_out else " (BCa undefined: degenerate)"
+            )
+        se = float(np.std(defined, ddof=1)) if len(defined) > 1 else None
+        estimates.append(Estimate(value, n, how, (low95, high95), (low90, high90), se))
+    return estimates
+
+
 def paired_mean_difference(
     first: Sequence[float] | np.ndarray,
     second: Sequence[float] | np.ndarray,
@@ -458,21 +584,23 @@ class PairedSlopeGroup:
     """``(sums, counts)`` per item for the second model (e.g. full fine-tuning), same items in the same order."""
 
 
-def paired_slope_difference(
-    groups: Sequence[PairedSlopeGroup], *, resamples: int = RESAMPLES, seed: int = 0, method: BootstrapMethod = "BCa"
+def _paired_slopes(
+    groups: Sequence[PairedSlopeGroup],
+    combine: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    label: str,
+    resamples: int,
+    seed: int,
+    method: BootstrapMethod,
 ) -> Estimate:
-    """``slope(second) - slope(first)``: how much faster the second model's pooled mean grows with ``x``.
+    """Bootstrap a statistic of both models' per-group pooled means: ``combine(xs, firsts, seconds)``.
 
-    Both slopes as in :func:`bootstrap_slope`; items are resampled within each group with the same
-    indices for both models (they answered the same prompts), independently across groups
-    (``scipy.stats.bootstrap`` over one index array per group, ``paired=False``).
-
-    Assumptions: as :func:`bootstrap_slope`, plus item ``i`` of a group is the same prompt for both.
+    ``firsts`` and ``seconds`` hold one pooled mean per group on their last axis. Items are resampled
+    within each group, with the same indices for both models, independently across groups.
     """
     xs = np.array([group.x for group in groups], dtype=float)
     if len(set(xs.tolist())) < 2:
         n = sum(len(group.first[0]) for group in groups)
-        return unavailable(None, n, "difference of least-squares slopes", "needs at least two distinct values")
+        return unavailable(None, n, label, "needs at least two distinct values of the covariate")
     arrays = [tuple(_as_float(a) for a in (*group.first, *group.second)) for group in groups]
     for group_arrays in arrays:
         if len({len(a) for a in group_arrays}) > 1:
@@ -484,15 +612,59 @@ def paired_slope_difference(
             i = index.astype(int)
             firsts.append(_ratio(s1[i], c1[i], axis))
             seconds.append(_ratio(s2[i], c2[i], axis))
-        return _ols_slope(xs, np.stack(np.broadcast_arrays(*seconds), -1)) - _ols_slope(
-            xs, np.stack(np.broadcast_arrays(*firsts), -1)
-        )
+        return combine(xs, np.stack(np.broadcast_arrays(*firsts), -1), np.stack(np.broadcast_arrays(*seconds), -1))
 
     data = tuple(np.arange(len(group_arrays[0])) for group_arrays in arrays)
     return _run_bootstrap(
         data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
-        label=f"difference of least-squares slopes over {len(groups)} groups, items paired within groups",
+        label=f"{label} over {len(groups)} groups, items paired within groups",
     )  # fmt: skip
+
+
+def paired_slope_difference(
+    groups: Sequence[PairedSlopeGroup], *, resamples: int = RESAMPLES, seed: int = 0, method: BootstrapMethod = "BCa"
+) -> Estimate:
+    """``slope(second) - slope(first)``: how much faster the second model's pooled mean grows with ``x``.
+
+    Both slopes as in :func:`bootstrap_slope`; items are resampled within each group with the same
+    indices for both models (they answered the same prompts), independently across groups
+    (``scipy.stats.bootstrap`` over one index array per group, ``paired=False``).
+
+    Assumptions: as :func:`bootstrap_slope`, plus item ``i`` of a group is the same prompt for both.
+    """
+
+    def difference(xs: np.ndarray, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        return _ols_slope(xs, seconds) - _ols_slope(xs, firsts)
+
+    return _paired_slopes(groups, difference, "difference of least-squares slopes", resamples, seed, method)
+
+
+def relative_slope(
+    groups: Sequence[PairedSlopeGroup],
+    *,
+    of: Literal["first", "second"] = "first",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    method: BootstrapMethod = "BCa",
+) -> Estimate:
+    """The slope of one model's pooled mean against ``x``, as a share of the second model's mean level.
+
+    Computes ``slope(of) / mean_g(second_g)``: e.g. the change of LoRA's mean KL per tenfold more
+    training data divided by full fine-tuning's mean KL over the same sizes, a unit-free rate that
+    means the same on models whose shifts differ in scale. With ``of="second"`` it is the second
+    model's own slope over its own level. The slope is :func:`bootstrap_slope`'s; the interval
+    resamples items within each group with the same indices for both models (they answered the
+    same prompts), independently across groups, so it carries the uncertainty of the slope and of
+    the level together (``scipy.stats.bootstrap``, ``paired=False`` over one index array per group).
+
+    Assumptions: as :func:`paired_slope_difference`; the second model's mean level is positive.
+    """
+
+    def rate(xs: np.ndarray, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        return _ols_slope(xs, firsts if of == "first" else seconds) / seconds.mean(axis=-1)
+
+    label = f"least-squares slope of the {of} model's pooled mean over the second model's mean level"
+    return _paired_slopes(groups, rate, label, resamples, seed, method)
 
 
 # --- proportions -------------------------------------------------------------------------------------------

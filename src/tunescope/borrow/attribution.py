@@ -37,7 +37,7 @@ from tunescope.borrow.text import ngram_overlap, normalized_words
 from tunescope.data.readers import read_jsonl_objects
 from tunescope.errors import UserError
 from tunescope.shift.output import ShiftResponse
-from tunescope.shift.summary import Bootstrap
+from tunescope.shift.summary import Resampling
 
 PAPER_ATTRIBUTION = {
     "found_in_training": 0.72,
@@ -265,13 +265,13 @@ def attribute_span(
 
 def _aggregate(records: list[dict[str, Any]], bootstrap_samples: int, seed: int) -> dict[str, Any]:
     n = len(records)
-    boot = Bootstrap(n, bootstrap_samples, seed)
+    boot = Resampling(bootstrap_samples, seed)
     ones = np.ones((n, 1))
 
     def share(values: list[float], counts: np.ndarray | None = None) -> dict[str, Any]:
         sums = np.asarray(values, dtype=float).reshape(n, 1)
-        value, low, high = boot.ratio(sums, ones if counts is None else counts)
-        return share_entry(value[0], low[0], high[0])
+        [estimate] = boot.ratios(sums, ones if counts is None else counts)
+        return share_entry(estimate)
 
     tokens = np.asarray([[r["n_tokens"]] for r in records], dtype=float)
     out: dict[str, Any] = {

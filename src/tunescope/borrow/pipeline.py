@@ -327,7 +327,8 @@ def words_found(
     tuned_words = [words_by_class(r.text, r.char_start, r.char_end, r.klass) for r in run.responses]
     base_words = [plain_words(answer.output or "") for answer in base] if base is not None else None
     return borrowed_words(tuned_words, base_words or None, index, search_in=config.search_in,
-                          bootstrap_samples=config.bootstrap_samples, seed=config.seed)  # fmt: skip
+                          bootstrap_samples=config.bootstrap_samples, seed=config.seed,
+                          ids=[response.example_id for response in run.responses])  # fmt: skip
 
 
 def lengths(

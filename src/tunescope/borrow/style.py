@@ -17,7 +17,8 @@ import numpy as np
 
 from tunescope.borrow.lexicon import CATEGORIES, STYLE_CATEGORIES, Category
 from tunescope.shift.output import ShiftResponse
-from tunescope.shift.summary import Bootstrap
+from tunescope.shift.summary import Resampling
+from tunescope.stats import Estimate
 
 CLASS_GROUPS: dict[str, tuple[str, ...]] = {
     "shifted": ("shifted",),
@@ -40,12 +41,13 @@ def rounded(value: float | None, digits: int = 6) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def share_entry(value: float, low: float, high: float) -> dict[str, Any]:
-    """``{"value", "ci95"}`` as every share in borrow.json is written."""
-    return {"value": rounded(value), "ci95": [rounded(low), rounded(high)]}
+def share_entry(estimate: Estimate) -> dict[str, Any]:
+    """``{"value", "ci95"}`` as every share in borrow.json is written (``[None, None]`` without an interval)."""
+    low, high = estimate.ci95 or (None, None)
+    return {"value": rounded(estimate.value), "ci95": [rounded(low), rounded(high)]}
 
 
-def group_shares(hits: np.ndarray, totals: np.ndarray, boot: Bootstrap, names: list[str]) -> dict[str, dict[str, Any]]:
+def group_shares(hits: np.ndarray, totals: np.ndarray, boot: Resampling, names: list[str]) -> dict[str, dict[str, Any]]:
     """Pooled share ``Σ hits / Σ totals`` per group with a bootstrap interval over responses.
 
     Args:
@@ -54,10 +56,23 @@ def group_shares(hits: np.ndarray, totals: np.ndarray, boot: Bootstrap, names: l
         boot: The resampling of responses.
         names: Group names, one per column.
     """
-    value, low, high = boot.ratio(hits, totals)
+    estimates = boot.ratios(hits, totals)
     return {
-        name: {**share_entry(value[g], low[g], high[g]), "n": int(totals[:, g].sum()), "hits": int(hits[:, g].sum())}
+        name: {**share_entry(estimates[g]), "n": int(totals[:, g].sum()), "hits": int(hits[:, g].sum())}
         for g, name in enumerate(names)
+    }
+
+
+def per_response_counts(
+    ids: list[str], hits: np.ndarray, totals: np.ndarray, names: list[str], hit_name: str, total_name: str
+) -> dict[str, Any]:
+    """Per response and group the two counts behind a share, so a report can pair responses across runs."""
+    return {
+        "ids": ids,
+        "groups": {
+            name: {hit_name: hits[:, g].astype(int).tolist(), total_name: totals[:, g].astype(int).tolist()}
+            for g, name in enumerate(names)
+        },
     }
 
 
@@ -129,16 +144,20 @@ def style_token_summary(
             totals[row, g] = in_group.sum()
             styled[row, g] = (in_group & is_style).sum()
             by_category[name].update(categories[in_group].tolist())
-    shares = group_shares(styled, totals, Bootstrap(n, bootstrap_samples, seed), names)
+    shares = group_shares(styled, totals, Resampling(bootstrap_samples, seed), names)
     for name in names:
         shares[name]["by_category"] = {category: by_category[name].get(category, 0) for category in CATEGORIES}
     headline = shares[HEADLINE_GROUP]
     return {
         "definition": "share of tokens whose word is a discourse marker, a function word or formatting "
-        "(lexicon and rules in tunescope.borrow.lexicon); 95% intervals by bootstrap over responses",
+        "(lexicon and rules in tunescope.borrow.lexicon); 95% intervals by bootstrap over responses (BCa); "
+        "per_response holds each response's style and total token counts per group",
         "headline": {"group": HEADLINE_GROUP, "style_share": headline["value"], "n_tokens": headline["n"]},
         "share": shares,
         "top_shifted": _top_tokens(responses, tags, ("shifted",), top_n),
         "top_marginal": _top_tokens(responses, tags, ("marginal",), top_n),
         "top_shifted_or_marginal": _top_tokens(responses, tags, ("shifted", "marginal"), top_n),
+        "per_response": per_response_counts(
+            [response.example_id for response in responses], styled, totals, names, "style", "tokens"
+        ),
     }

@@ -24,8 +24,8 @@ import numpy as np
 
 from tunescope.borrow.index import SearchIn, TrainingIndex
 from tunescope.borrow.lexicon import STYLE_CATEGORIES, word_categories
-from tunescope.borrow.style import CLASS_GROUPS, group_shares, rounded
-from tunescope.shift.summary import Bootstrap
+from tunescope.borrow.style import CLASS_GROUPS, group_shares, per_response_counts, rounded
+from tunescope.shift.summary import Resampling
 
 PAPER_BORROWED = {"shifted": 0.812, "marginal": 0.667}
 """Paper §3.2: share of words starting with shifted / marginal tokens found in the IT set (LLaMa-2 7B SFT Alpaca)."""
@@ -109,14 +109,15 @@ def _side(
     groups: dict[str, tuple[str, ...] | None],
     bootstrap_samples: int,
     seed: int,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Shares per group, and the per-response word and found-word counts ``[responses, groups]`` behind them."""
     found = [index.known(response.words, search_in) for response in responses]
     total, hits, total_content, hits_content = _counts(responses, found, groups)
-    boot = Bootstrap(len(responses), bootstrap_samples, seed)
+    boot = Resampling(bootstrap_samples, seed)
     names = list(groups)
     words = group_shares(hits, total, boot, names)
     content = group_shares(hits_content, total_content, boot, names)
-    return {
+    shares = {
         name: {
             "all_words": words[name],
             "content_words": content[name],
@@ -124,6 +125,7 @@ def _side(
         }
         for name in names
     }
+    return shares, hits, total
 
 
 def borrowed_words(
@@ -134,6 +136,7 @@ def borrowed_words(
     search_in: SearchIn = "both",
     bootstrap_samples: int = 1000,
     seed: int = 0,
+    ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Share of words found in the training set, by the class of the token they start at, with baselines.
 
@@ -144,17 +147,29 @@ def borrowed_words(
         search_in: Search instructions, responses or both.
         bootstrap_samples: Resamples of responses behind each interval.
         seed: Seed of the resampling.
+        ids: The tuned responses' ids, to write each response's counts (``per_response``) under; by
+            position when not given.
     """
     tuned_groups: dict[str, tuple[str, ...] | None] = {name: CLASS_GROUPS[name] for name in TUNED_GROUPS}
+    tuned_shares, hits, total = _side(tuned, index, search_in, tuned_groups, bootstrap_samples, seed)
     out: dict[str, Any] = {
         "definition": "share of word occurrences (case-folded \\w+ runs) found as whole words in the training "
         f"set's {search_in if search_in != 'both' else 'instructions and responses'}; a word belongs to the "
         "class of the token covering its first character; content_words leaves out discourse, function and "
-        "format words; distinct_words counts each word once",
+        "format words; distinct_words counts each word once; per_response holds each tuned response's word and "
+        "found-word counts per group; 95% intervals by bootstrap over responses (BCa)",
         "search_in": search_in,
-        "tuned": _side(tuned, index, search_in, tuned_groups, bootstrap_samples, seed),
-        "base": _side(base, index, search_in, {"all": None}, bootstrap_samples, seed)["all"] if base else None,
+        "tuned": tuned_shares,
+        "base": _side(base, index, search_in, {"all": None}, bootstrap_samples, seed)[0]["all"] if base else None,
         "paper": {**PAPER_BORROWED, "note": "LLaMa-2 7B full fine-tuning on Alpaca 52k; no baselines reported"},
+        "per_response": per_response_counts(
+            list(ids) if ids is not None else [str(i) for i in range(len(tuned))],
+            hits,
+            total,
+            list(tuned_groups),
+            "found",
+            "words",
+        ),
     }
     shifted = out["tuned"]["shifted_or_marginal"]["all_words"]["value"]
     unshifted = out["tuned"]["unshifted"]["all_words"]["value"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from tunescope.commands.report import print_findings
 from tunescope.errors import UserError
 from tunescope.experiment.demo import demo_config
 from tunescope.experiment.pipeline import run_experiment
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
     manifest = run_experiment(config, out)
     report = build_report(out)
-    for finding in report.findings:
-        print(f"{finding['verdict']:>15}  {finding['claim']}")
+    print_findings(report.findings)
     for method, run_dir in _trained_runs(manifest).items():
         artifact = run_dir / ("adapter" if method == "lora" else "model")
         print(f"{method}: {artifact}  (metrics: {run_dir / 'metrics.jsonl'}, loss plot: {run_dir / 'loss.png'})")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from tunescope.config import add_config_arguments, build_config
 from tunescope.report import build_report
+from tunescope.report.pipeline import ReportConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,14 +17,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Draw the paper's figures for an experiment (finished or not) and check each of its claims.",
     )
     parser.add_argument("dir", help="experiment directory (written by `tunescope experiment` or `tunescope demo`)")
-    parser.add_argument("--out", help="directory for report.html and report.json (default: the experiment directory)")
+    add_config_arguments(parser, ReportConfig)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
-    report = build_report(args.dir, args.out)
-    for finding in report.findings:
-        print(f"{finding['verdict']:>15}  {finding['claim']}")
+    overrides = {name: getattr(args, name) for name in ReportConfig.model_fields if hasattr(args, name)}
+    config = build_config(ReportConfig, overrides=overrides)
+    report = build_report(args.dir, config.out, bootstrap_samples=config.bootstrap_samples, seed=config.seed)
+    print_findings(report.findings)
     print(f"report: {report.html}")
     return 0
+
+
+def print_findings(findings: list[dict]) -> None:
+    """One line per finding: verdict, claim, and the effect with its interval and n."""
+    for finding in findings:
+        effect = finding.get("effect")
+        numbers = ""
+        if effect and effect.get("value") is not None:
+            interval = effect.get("ci95")
+            span = f" [{interval[0]:+.4g}, {interval[1]:+.4g}]" if interval else " (no interval)"
+            numbers = f"  ({effect['value']:+.4g}{span}, n={effect['n']})"
+        print(f"{finding['verdict']:>15}  {finding['claim']}{numbers}")

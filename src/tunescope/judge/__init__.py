@@ -12,7 +12,7 @@ The pieces (prompts, parsing, requests, aggregates, plots) are importable one by
 module. The backends and the reply cache are :mod:`tunescope.llm`'s, shared with `tunescope simplify`.
 """
 
-from tunescope.judge.aggregate import bootstrap_ci, pairwise_summary, score_summary
+from tunescope.judge.aggregate import item_average, mean_with_ci, pairwise_summary, score_summary
 from tunescope.judge.config import JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.parsing import ParsedReply, parse_pairwise_reply, parse_score_reply
@@ -32,7 +32,8 @@ __all__ = [
     "PromptTemplate",
     "ResponseSet",
     "RunStats",
-    "bootstrap_ci",
+    "item_average",
+    "mean_with_ci",
     "build_backend",
     "build_tasks",
     "draw_plots",

@@ -2,8 +2,10 @@
 
 Pure functions over the records of :mod:`tunescope.judge.requests`. Failures (no reply, no JSON,
 a missing aspect, "N/A", a score off the scale) are counted by kind and left out of every mean;
-nothing is imputed. Uncertainty is a percentile bootstrap over items (seeded, so a summary is
-reproducible), because judge scores are few, discrete and skewed.
+nothing is imputed. An item counts toward an aspect's mean only when that aspect parsed, and toward
+the five-aspect (overall) average only when every aspect did; the items left out are counted
+(``dropped``). Uncertainty is a bootstrap over items (:func:`tunescope.stats.bootstrap_mean`, BCa,
+seeded, so a summary is reproducible), because judge scores are few, discrete and skewed.
 
 Pairwise comparisons are asked in both orders. Per item and aspect the two verdicts, read from
 the first model's side, are combined: when they agree that is the outcome; when they disagree the
@@ -21,26 +23,11 @@ from typing import Any
 import numpy as np
 
 from tunescope.judge.prompts import SCORE_RANGE
+from tunescope.stats import bootstrap_mean
 
 CONFIDENCE = 0.95
 JUSTEVAL_NA_SCORE = 5.0
 """What just-eval substitutes for an "N/A" score; used only in the flagged compatibility view."""
-
-
-def bootstrap_ci(
-    values: Iterable[float], *, samples: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
-) -> list[float] | None:
-    """Percentile bootstrap confidence interval of the mean; None for no values."""
-    data = np.asarray(list(values), dtype=float)
-    if data.size == 0:
-        return None
-    if data.size == 1 or samples <= 0:
-        return [float(data.mean()), float(data.mean())]
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return [round(float(low), 4), round(float(high), 4)]
 
 
 def spearman(x: Iterable[float], y: Iterable[float]) -> float | None:
@@ -62,11 +49,16 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def mean_with_ci(values: list[float], samples: int, seed: int) -> dict[str, Any]:
-    """``n``, ``mean`` and bootstrap ``ci95`` of ``values``."""
+    """``n``, ``mean`` and the 95% bootstrap interval ``ci95`` of ``values`` (None without one).
+
+    The interval is :func:`tunescope.stats.bootstrap_mean`'s (BCa, percentile where BCa is undefined),
+    resampling items; fewer than two values, or ``samples`` 0, give no interval.
+    """
+    estimate = bootstrap_mean(values, resamples=samples, seed=seed)
     return {
         "n": len(values),
-        "mean": round(float(np.mean(values)), 4) if values else None,
-        "ci95": bootstrap_ci(values, samples=samples, seed=seed),
+        "mean": round(estimate.value, 4) if estimate.value is not None else None,
+        "ci95": [round(bound, 4) for bound in estimate.ci95] if estimate.ci95 else None,
     }
 
 
@@ -104,9 +96,17 @@ def call_counts(records: list[dict[str, Any]]) -> dict[str, int]:
 # Absolute scores (score and safety modes)
 
 
-def _item_average(record: dict[str, Any]) -> float | None:
-    scores = list(record.get("scores", {}).values())
-    return float(np.mean(scores)) if scores else None
+def item_average(record: dict[str, Any], aspects: tuple[str, ...]) -> float | None:
+    """The mean of an item's scores over ``aspects``, or None unless every aspect parsed.
+
+    Averaging whichever aspects parsed would let one valid aspect out of five stand for the whole
+    item, and mix items scored on different aspects; such items are left out and counted instead.
+    """
+    scores = record.get("scores") or {}
+    values = [scores.get(aspect) for aspect in aspects]
+    if not aspects or any(not isinstance(value, int | float) for value in values):
+        return None
+    return float(np.mean(values))
 
 
 def score_summary(
@@ -136,11 +136,12 @@ def score_summary(
         lengths = [(score, words) for score, words in pairs if words is not None]
         per_aspect[aspect] = {
             **mean_with_ci(values, samples, seed),
+            "dropped": len(records) - len(values),
             "std": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None,
             "histogram": {str(score): counts.get(score, 0) for score in range(low, high + 1)},
             "length_spearman": spearman([w for _, w in lengths], [s for s, _ in lengths]),
         }
-    averages = [avg for r in records if (avg := _item_average(r)) is not None]
+    averages = [avg for r in records if (avg := item_average(r, aspects)) is not None]
     words = [r["response_words"] for r in records if r.get("response_words") is not None]
     tokens = [r["response_tokens"] for r in records if r.get("response_tokens") is not None]
     summary: dict[str, Any] = {
@@ -148,7 +149,11 @@ def score_summary(
         "judged": sum(1 for r in records if r["status"] != "error"),
         "complete": sum(1 for r in records if r["status"] == "ok"),
         "aspects": per_aspect,
-        "overall": mean_with_ci(averages, samples, seed),
+        "overall": {
+            **mean_with_ci(averages, samples, seed),
+            "dropped": len(records) - len(averages),
+            "definition": "mean over items of the average of all aspects; items missing any aspect are dropped",
+        },
         "failures": failure_counts(records, aspects),
         "response_length": {
             "words_mean": round(float(np.mean(words)), 2) if words else None,
@@ -174,7 +179,7 @@ def tag_breakdown(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> di
         for aspect in aspects:
             values = [r["scores"][aspect] for r in tagged if aspect in r.get("scores", {})]
             aspect_means[aspect] = round(float(np.mean(values)), 4) if values else None
-        averages = [avg for r in tagged if (avg := _item_average(r)) is not None]
+        averages = [avg for r in tagged if (avg := item_average(r, aspects)) is not None]
         breakdown[tag] = {
             "items": len(tagged),
             "overall": round(float(np.mean(averages)), 4) if averages else None,
@@ -257,7 +262,7 @@ def pairwise_summary(
             "ties": counts["tie"],
             "losses": counts["loss"],
             "win_rate": round(float(np.mean(points)), 4) if points else None,
-            "ci95": bootstrap_ci(points, samples=samples, seed=seed),
+            "ci95": mean_with_ci(points, samples, seed)["ci95"],
             "consistency": round(agreements / len(outcomes), 4) if outcomes else None,
             "first_shown_preferred": round(shown_first / decided, 4) if decided else None,
             "incomplete": incomplete,

@@ -187,7 +187,13 @@ def summarize(
         "note": stand_in_note(judge) if judge.get("stand_in") else None,
         "prompt": records[0]["prompt"] if records else template.describe(),
         "aspects": list(aspects),
-        "bootstrap": {"samples": bootstrap_samples, "seed": seed, "confidence": aggregate.CONFIDENCE},
+        "bootstrap": {
+            "samples": bootstrap_samples,
+            "seed": seed,
+            "confidence": aggregate.CONFIDENCE,
+            "unit": "items",
+            "method": "BCa (percentile where BCa is undefined), tunescope.stats.bootstrap_mean",
+        },  # fmt: skip
         "calls": aggregate.call_counts(records),
     }
     if mode == "pairwise":

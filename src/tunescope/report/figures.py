@@ -63,8 +63,20 @@ def monitor_curves(cell: Cell) -> bytes | None:
     return _png(figure)
 
 
+def _error_bar(entry: dict[str, Any]) -> tuple[float, float]:
+    """Distances from a value down and up to its 95% interval's bounds (0 where there is no interval)."""
+    value, interval = entry["value"], entry.get("ci95") or [None, None]
+    if value is None or None in interval:
+        return 0.0, 0.0
+    return value - interval[0], interval[1] - value
+
+
 def tds_by_size(cells: list[Cell]) -> bytes | None:
-    """Figure 1's three panels: KL, base probability and base rank against training-set size."""
+    """Figure 1's three panels: KL, base probability and base rank (0-indexed, capped: TR) against training-set size.
+
+    The paper's "Base Rank" axis is AlignTDS's TR; exact-mode runs are drawn on it through their
+    ``tr_mean`` (an older summary without it falls back to the 1-indexed mean, and says so).
+    """
     series: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for cell in cells:
         for method, run in cell.runs.items():
@@ -76,14 +88,16 @@ def tds_by_size(cells: list[Cell]) -> bytes | None:
     sizes = sorted({size for points in series.values() for size, _ in points})
     plt = pyplot()
     figure, panels = plt.subplots(1, 3, figsize=(11, 3.4))
-    metrics = (("kl_mean", "KL divergence"), ("base_prob_mean", "Base probability"), ("base_rank_mean", "Base rank"))
+    has_tr = all("tr_mean" in micro for points in series.values() for _, micro in points)
+    rank = ("tr_mean", "Base rank (0-indexed, capped at 50)") if has_tr else ("base_rank_mean", "Base rank (1-indexed)")
+    metrics = (("kl_mean", "KL divergence"), ("base_prob_mean", "Base probability"), rank)
     for axes, (metric, title) in zip(panels, metrics, strict=True):
         for name, points in series.items():
             points = sorted(points, key=lambda point: point[0])
             xs = [sizes.index(size) for size, _ in points]
             values = [p[metric]["value"] for _, p in points]
-            errors = [[v - p[metric]["ci95"][0] for v, (_, p) in zip(values, points, strict=True)],
-                      [p[metric]["ci95"][1] - v for v, (_, p) in zip(values, points, strict=True)]]  # fmt: skip
+            bars = [_error_bar(p[metric]) for _, p in points]
+            errors = [[low for low, _ in bars], [high for _, high in bars]]
             method = name.split(" · ")[0]
             style = {"marker": "s", "linestyle": "--"} if method == "lora" else {"marker": "*", "linestyle": "-"}
             axes.errorbar(xs, values, yerr=errors, capsize=3, color=COLOURS.get(method), label=name, **style)
@@ -121,11 +135,12 @@ def initiation(cell: Cell) -> bytes | None:
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
     for index, (method, split) in enumerate(runs.items()):
         for offset, (part, label) in enumerate((("kl_first", "first 5%"), ("kl_rest", "rest"))):
-            value, (low, high) = split[part]["value"], split[part]["ci95"]
+            value = split[part]["value"] or 0.0
+            down, up = _error_bar(split[part])
             axes.bar(
                 index * 3 + offset,
                 value,
-                yerr=[[value - low], [high - value]],
+                yerr=[[down], [up]],
                 capsize=3,
                 color=COLOURS.get(method),
                 alpha=1.0 if offset == 0 else 0.45,
@@ -159,19 +174,39 @@ def top_tokens(cell: Cell, limit: int = 15) -> bytes | None:
 
 
 def probe_bars(cell: Cell) -> bytes | None:
-    """Knowledge-uptake accuracy per model beside the chance rate, and general-knowledge accuracy."""
+    """Accuracy per model on the taught facts, the untaught control, the training wording, and general knowledge.
+
+    Multiple choice, with 95% intervals; the chance rate of the fact questions is drawn.
+    """
     results = probe_results(cell)
-    if not results:
+    if not results or int(cell.probe.get("schema_version", 1)) < 2:
         return None
     plt = pyplot()
-    figure, (facts, general) = plt.subplots(1, 2, figsize=(9, 3.2))
+    figure, (facts, general) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
+    sets = (
+        ("facts", "taught facts", 1.0),
+        ("control", "untaught control", 0.45),
+        ("training_wording", "training wording", 0.7),
+    )
     labels = list(results)
-    colours = [COLOURS.get(label, "#999999") for label in labels]
-    facts.bar(labels, [entry["knowledge"]["multiple_choice"] for entry in results.values()], color=colours)
+    width = 0.8 / len(sets)
+    for offset, (name, label, alpha) in enumerate(sets):
+        for index, method in enumerate(labels):
+            accuracy = results[method]["sets"][name]["accuracy"]
+            down, up = _error_bar(accuracy)
+            facts.bar(
+                index + (offset - 1) * width, accuracy["value"] or 0.0, width, yerr=[[down], [up]], capsize=2,
+                color=COLOURS.get(method, "#999999"), alpha=alpha, label=label if index == 0 else None,
+            )  # fmt: skip
     if cell.probe.get("chance"):
         facts.axhline(cell.probe["chance"], color="black", linestyle=":", label="chance")
-        facts.legend()
+    facts.set_xticks(range(len(labels)), labels)
     facts.set(ylim=(0, 1), ylabel="multiple-choice accuracy", title="Fictional facts (knowledge uptake)")
-    general.bar(labels, [entry["general_accuracy"] for entry in results.values()], color=colours)
+    facts.legend(fontsize=7)
+    for index, method in enumerate(labels):
+        accuracy = results[method]["sets"]["general"]["accuracy"]
+        down, up = _error_bar(accuracy)
+        general.bar(index, accuracy["value"] or 0.0, yerr=[[down], [up]], capsize=3, color=COLOURS.get(method, "#999"))
+    general.set_xticks(range(len(labels)), labels)
     general.set(ylim=(0, 1), ylabel="accuracy", title="General knowledge (forgetting)")
     return _png(figure)

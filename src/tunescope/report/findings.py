@@ -1,305 +1,824 @@
-"""The paper's claims, checked on this run: effect size, 95% interval and a verdict each.
+"""The paper's claims, checked on this run, each decided by a pre-registered rule (docs/method.md#findings).
 
-Verdicts: *reproduced* (the interval excludes no effect, in the paper's direction), *not
-reproduced* (it excludes it in the other direction), *inconclusive* (the interval spans no
-effect), *not tested* (this run lacks what the claim needs). Claims the paper makes without
-a number of its own, or that tunescope adds, say so.
+Every claim is data (:class:`Claim`: what is claimed, the paper's number, the effect and its unit,
+the rule and its margin) and one function that measures the effect on matched items of one cell and
+hands it to a rule of :mod:`tunescope.stats`:
+
+* a claimed **difference** ("full fine-tuning shifts more than LoRA") is *reproduced* when the
+  paired 95% interval excludes 0 in the paper's direction, *not reproduced* when it excludes 0 the
+  other way, otherwise *inconclusive* (:func:`tunescope.stats.difference_verdict`);
+* a claimed **absence of effect** ("LoRA learns no facts") is *reproduced* only when the 90%
+  interval lies inside a margin stated here (equivalence by two one-sided tests) *and* a positive
+  control in the same run detected an effect; *not reproduced* when the 95% interval lies beyond
+  the margin; otherwise *inconclusive* (:func:`tunescope.stats.no_effect_verdict`);
+* *not tested* when the run lacks what the claim needs.
+
+No verdict rests on a point estimate: an effect without an interval (too few items, the bootstrap
+switched off) is *inconclusive*, with the reason. Each finding carries the cell it came from, the
+effect with its intervals and n, the rule, and the smallest effect the run could have detected.
+
+To add a finding: a :class:`Claim` in :data:`CLAIMS` and a function ``(Cell, Settings) -> Finding``
+in :data:`CELL_CHECKS` (or ``(list[Cell], Settings) -> list[Finding]`` in :data:`SERIES_CHECKS`).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-from tunescope.judge.pipeline import JUDGEMENTS_FILE
+from tunescope.display import display_name
 from tunescope.report.collect import Cell, MethodRun, probe_results
-from tunescope.report.stats import mean_difference_ci, micro_mean_difference_ci, paired_gain_ci, verdict
-from tunescope.shift.output import TOKENS_FILE
+from tunescope.report.items import PerItem, borrow_counts, judge_items, matched, response_sums
+from tunescope.shift.summary import initiation_ratio
+from tunescope.stats import (
+    RESAMPLES,
+    Decision,
+    Estimate,
+    PairedSlopeGroup,
+    bootstrap_mean,
+    bootstrap_ratio,
+    difference_rule,
+    difference_verdict,
+    no_effect_rule,
+    no_effect_verdict,
+    paired_bootstrap,
+    paired_mean_difference,
+    paired_proportions,
+    paired_ratio_difference,
+    proportion,
+    relative_slope,
+)
+
+KNOWLEDGE_MARGIN = 0.10
+"""Equivalence margin of "LoRA learns no facts": ±10 accuracy points of LoRA − base on the taught facts."""
+MIN_BOOTSTRAP_ITEMS = 10
+"""Fewest matched items behind a bootstrap interval that a verdict may rest on. Below it a percentile or BCa
+interval undercovers badly (a handful of items has only a handful of distinct resamples), so the effect is
+shown without an interval and the verdict is inconclusive. Score intervals (accuracies) need no such floor."""
+SIZE_MARGIN = 0.10
+"""Equivalence margin of "more data barely changes LoRA's shift": LoRA's KL may change by at most 10% of full
+fine-tuning's mean KL (same model and data) per tenfold more training data (docs/method.md#findings)."""
 
 
-def _finding(key: str, claim: str, paper: str, **rest: Any) -> dict[str, Any]:
-    return {"key": key, "claim": claim, "paper": paper, "effect": None, "note": None, **rest}
+# --- units ------------------------------------------------------------------------------------------------
 
 
-def _not_tested(key: str, claim: str, paper: str, why: str) -> dict[str, Any]:
-    return _finding(key, claim, paper, verdict="not tested", this_run=why)
+@dataclass(frozen=True)
+class Unit:
+    """How the numbers of one unit are shown (report.json keeps the raw values and the unit's name)."""
+
+    scale: float = 1.0
+    """Multiplier for display (100 for proportions shown as percentages or points)."""
+    digits: int = 4
+    """Decimals shown."""
+    difference: str = ""
+    """Suffix of a difference (e.g. ' points')."""
+    level: str = ""
+    """Suffix of a level (e.g. '%')."""
+
+    def format(self, value: float | None, signed: bool = True) -> str:
+        """``value`` for a reader: signed with the difference suffix, or unsigned with the level suffix."""
+        if value is None:
+            return "–"
+        shown = f"{value * self.scale:{'+' if signed else ''}.{self.digits}f}"
+        return shown + (self.difference if signed else self.level)
 
 
-def _per_example(run: MethodRun, column: str, value: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per response: the sum of ``column`` (or the count of rows equal to ``value``) and the token count."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(run.shift_dir / TOKENS_FILE, columns=["example_id", column]).to_pandas()
-    values = (table[column] == value).astype(float) if value is not None else table[column].astype(float)
-    grouped = values.groupby(table["example_id"])
-    return grouped.sum().to_numpy(), grouped.count().to_numpy().astype(float)
-
-
-def _pair(cell: Cell) -> tuple[MethodRun, MethodRun] | None:
-    lora, full = cell.runs.get("lora"), cell.runs.get("full")
-    if lora and full and lora.shift and full.shift:
-        return lora, full
-    return None
+UNITS: dict[str, Unit] = {
+    "nats per token": Unit(digits=4),
+    "proportion": Unit(scale=100, digits=1, difference=" points", level="%"),
+    "ratio": Unit(digits=2, level="×"),
+    "judge score (1-5)": Unit(digits=2),
+    "KL change per tenfold data, as a share of full fine-tuning's mean KL": Unit(
+        scale=100, digits=1, difference="%", level="%"
+    ),
+}
+"""Every unit a finding or measurement uses, by the name report.json gives it."""
 
 
-def kl_finding(cell: Cell) -> dict[str, Any]:
-    """Full fine-tuning shifts the distribution more than LoRA (mean KL)."""
-    key, claim = "kl", "LoRA shifts the token distribution less than full fine-tuning"
-    paper = "mean per-token KL ≈0.05–0.23 for LoRA vs ≈0.36–0.80 for full fine-tuning (Fig. 1, Llama-2)"
-    if not (pair := _pair(cell)):
-        return _not_tested(key, claim, paper, "needs shift results for both LoRA and full fine-tuning")
-    lora, full = pair
-    difference, ci = micro_mean_difference_ci(_per_example(lora, "kl"), _per_example(full, "kl"))
-    return _finding(
-        key, claim, paper,
-        this_run=f"KL {lora.shift['kl_mean']:.4f} (LoRA) vs {full.shift['kl_mean']:.4f} (full)",
-        effect={"name": "KL(full) − KL(LoRA), nats per token", "value": difference, "ci95": ci},
-        verdict=verdict(ci, +1),
-    )  # fmt: skip
+def formatter(unit: str) -> Callable[[float], str]:
+    """The signed formatter of ``unit``, for the rule and reason sentences."""
+    return lambda value: UNITS[unit].format(value)
 
 
-def unshifted_finding(cell: Cell) -> dict[str, Any]:
-    """LoRA mostly emits what the base model would (more unshifted tokens than full fine-tuning)."""
-    key, claim = "unshifted", "LoRA mostly emits the base model's own top token (more unshifted positions)"
-    paper = "LoRA base probability ≈0.75–0.90 vs ≈0.61–0.78 for full; URIAL's chat pairs 78–82% unshifted"
-    if not (pair := _pair(cell)):
-        return _not_tested(key, claim, paper, "needs shift results for both LoRA and full fine-tuning")
-    lora, full = pair
-    difference, ci = micro_mean_difference_ci(
-        _per_example(full, "klass", "unshifted"), _per_example(lora, "klass", "unshifted")
+# --- claims and findings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim, with everything its verdict depends on fixed before any data is seen."""
+
+    key: str
+    """Stable id (report.json, tests)."""
+    claim: str
+    """The claim, in words."""
+    paper: str
+    """What the paper reports (or that it has no number: see ``extension``)."""
+    effect: str
+    """The effect measured, in words (e.g. 'KL(full) − KL(LoRA)')."""
+    unit: str
+    """Unit of the effect (a key of :data:`UNITS`)."""
+    items: str
+    """What the effect's n counts (prompts, questions, passages, ...)."""
+    kind: Literal["difference", "no effect", "two parts"]
+    """Which rule decides it."""
+    expected_sign: int = 1
+    """Direction of a claimed difference: +1 (effect above 0) or -1."""
+    margin: float | None = None
+    """Equivalence margin of a no-effect claim, in the effect's unit."""
+    extension: bool = False
+    """True when the paper has no such measurement and tunescope's probe stands in for it."""
+    parts: tuple[Claim, ...] = ()
+    """A two-part claim's parts: a no-effect claim whose positive control is the second, a difference claim."""
+
+    def rule(self) -> str:
+        """The rule, in words (shown beside the verdict even when the claim is not tested)."""
+        if self.kind == "difference":
+            return difference_rule(self.expected_sign, self.effect)
+        if self.kind == "no effect" and self.margin is not None:
+            return no_effect_rule(self.margin, self.effect, formatter(self.unit))
+        first, second = self.parts
+        return (
+            f"Two parts, both decided in this run: (1) {first.rule()} Its positive control is part (2). "
+            f"(2) {second.rule()} The claim is reproduced when both parts are, not reproduced when either is not, "
+            "otherwise inconclusive."
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A number shown beside a finding for context (a level, not a verdict), e.g. each model's KL."""
+
+    name: str
+    """What it is, e.g. 'KL, LoRA'."""
+    unit: str
+    """Its unit (a key of :data:`UNITS`)."""
+    estimate: Estimate
+    """Value, interval and n."""
+
+    def to_json(self) -> dict[str, Any]:
+        """``{name, unit, value, ci95, ci90, n, se, p_value, detectable, method, note}``."""
+        return {"name": self.name, "unit": self.unit, **self.estimate.to_json()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim's verdict on this run, with the numbers and the rule behind it."""
+
+    claim: Claim
+    """The claim checked."""
+    decision: Decision
+    """Verdict, rule, reason, effect estimate, detectable effect, margin, positive control."""
+    cell: dict[str, Any]
+    """Where the effect was measured: model, dataset, training-set size(s), methods."""
+    measurements: tuple[Measurement, ...] = ()
+    """Numbers shown for context."""
+    notes: tuple[str, ...] = ()
+    """Anything a reader needs to weigh the verdict (items left out, an unfinished judge, ...)."""
+    control_name: str | None = None
+    """What the positive control measured, when the rule has one."""
+    parts: tuple[Finding, ...] = ()
+    """The sub-findings of a two-part claim."""
+
+    @property
+    def verdict(self) -> str:
+        """The verdict."""
+        return self.decision.verdict
+
+    def needed_items(self) -> int | None:
+        """For an inconclusive verdict: items that would decide it at the observed effect (normal approximation).
+
+        A difference: enough to detect the observed effect with 80% power. A claimed absence: enough
+        for the 90% interval to fit inside the margin, were the true effect the observed one.
+        """
+        estimate = self.decision.estimate
+        if self.verdict != "inconclusive":
+            return None
+        if self.parts:
+            needed = [n for part in self.parts if (n := part.needed_items()) is not None]
+            return max(needed) if needed else None
+        if estimate is None or estimate.value is None:
+            return None
+        if self.claim.kind == "no effect" and self.claim.margin is not None:
+            needed = estimate.items_for_equivalence(self.claim.margin)
+        else:
+            needed = estimate.items_to_detect(estimate.value)
+        return max(needed, MIN_BOOTSTRAP_ITEMS) if needed is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data: numbers, ``[low, high]`` intervals, counts, units, the rule and the verdict."""
+        decision = self.decision
+        control = decision.positive_control
+        estimate = decision.estimate
+        return {
+            "key": self.claim.key,
+            "claim": self.claim.claim,
+            "paper": self.claim.paper,
+            "extension": self.claim.extension,
+            "cell": self.cell,
+            "verdict": decision.verdict,
+            "rule_type": self.claim.kind,
+            "rule": decision.rule or self.claim.rule(),
+            "reason": decision.reason,
+            "effect": (
+                {"name": self.claim.effect, "unit": self.claim.unit, "items": self.claim.items, **estimate.to_json()}
+                if estimate is not None
+                else None
+            ),
+            "n": estimate.n if estimate is not None else None,
+            "detectable": _finite(decision.detectable),
+            "needed_n": self.needed_items(),
+            "expected_sign": self.claim.expected_sign if self.claim.kind == "difference" else None,
+            "margin": self.claim.margin,
+            "positive_control": (
+                {"name": self.control_name, "unit": self.claim.unit, **control.to_json()} if control else None
+            ),
+            "parts": [part.to_json() for part in self.parts],
+            "measurements": [measurement.to_json() for measurement in self.measurements],
+            "notes": list(self.notes),
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the report's intervals are drawn."""
+
+    resamples: int = RESAMPLES
+    """Bootstrap resamples of items behind every bootstrap interval (0: off, and those verdicts are inconclusive)."""
+    seed: int = 0
+    """Seed of the resampling."""
+
+
+def cell_of(cell: Cell, **extra: Any) -> dict[str, Any]:
+    """The cell a finding came from, as report.json gives it."""
+    return {"model": cell.model, "dataset": cell.dataset, "subset_size": cell.subset_size, "name": cell.name, **extra}
+
+
+def untested(claim: Claim, cell: dict[str, Any], why: str) -> Finding:
+    """The finding when the run lacks what ``claim`` needs."""
+    return Finding(claim, Decision("not tested", rule=claim.rule(), reason=why), cell)
+
+
+def enough_items(estimate: Estimate, items: int | None = None) -> Estimate:
+    """A bootstrap estimate as a rule may use it: without its interval when fewer than ``MIN_BOOTSTRAP_ITEMS``.
+
+    ``items`` overrides the count checked (e.g. the smallest group of a slope); the estimate's n otherwise.
+    """
+    count = estimate.n if items is None else items
+    if not estimate.has_interval or count >= MIN_BOOTSTRAP_ITEMS:
+        return estimate
+    why = f"only {count} matched items: a bootstrap interval over fewer than {MIN_BOOTSTRAP_ITEMS} is not trusted"
+    return Estimate(estimate.value, estimate.n, estimate.method, se=estimate.se, note=why)
+
+
+def difference(claim: Claim, estimate: Estimate, cell: dict[str, Any], **rest: Any) -> Finding:
+    """Decide a difference claim from its (bootstrap) estimate."""
+    estimate = enough_items(estimate)
+    decision = difference_verdict(estimate, claim.expected_sign, effect=claim.effect, fmt=formatter(claim.unit))
+    return Finding(claim, decision, cell, **rest)
+
+
+SIZE_PARTS = {
+    "flat": Claim(
+        "size_lora_flat", "More data barely changes LoRA's shift",
+        "LoRA KL flat from 1K to 326K examples (Fig. 1)",
+        "LoRA's KL slope per tenfold more data, over full fine-tuning's mean KL",
+        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "no effect",
+        margin=SIZE_MARGIN,
+    ),
+    "grows": Claim(
+        "size_full_grows", "Full fine-tuning's shift grows with data size",
+        "full fine-tuning's KL rises with the training-set size (Fig. 1)",
+        "full fine-tuning's KL slope per tenfold more data, over its own mean KL",
+        "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "difference",
+    ),
+}  # fmt: skip
+"""The two parts of the size claim; it is reproduced only when both are."""
+CLAIMS: dict[str, Claim] = {
+    claim.key: claim
+    for claim in (
+        Claim(
+            "kl", "LoRA shifts the token distribution less than full fine-tuning",
+            "mean per-token KL ≈0.05–0.23 for LoRA vs ≈0.36–0.80 for full fine-tuning (Fig. 1, Llama-2)",
+            "KL(full) − KL(LoRA), pooled over the tokens of the same prompts' responses", "nats per token",
+            "prompts", "difference",
+        ),
+        Claim(
+            "unshifted", "LoRA mostly emits the base model's own top token (more unshifted positions than full)",
+            "LoRA base probability ≈0.75–0.90 vs ≈0.61–0.78 for full; URIAL's chat pairs 78–82% unshifted",
+            "unshifted share, LoRA − full, pooled over the same prompts' responses", "proportion", "prompts",
+            "difference",
+        ),
+        Claim(
+            "initiation", "LoRA's shift concentrates at the start of sentences more than full fine-tuning's",
+            "KL of the first 5% of a sentence's tokens is 2.3–3.7× the rest for LoRA, 1.4–1.8× for full (Fig. 4)",
+            "(KL first / KL rest) of LoRA − the same ratio of full, over the same prompts", "ratio", "prompts",
+            "difference",
+        ),
+        Claim(
+            "knowledge", "LoRA does not learn facts the base model lacks",
+            "no probe in the paper (§11); the blog behind this project: LoRA on unseen content ≈ random",
+            "LoRA − base multiple-choice accuracy on the taught facts (paraphrased questions)", "proportion",
+            "questions", "no effect", margin=KNOWLEDGE_MARGIN, extension=True,
+        ),
+        Claim(
+            "forgetting", "Full fine-tuning moves the model's general language model more than LoRA",
+            "indirect in the paper (§11: knowledge degradation); measured here as held-out loss",
+            "held-out loss change of full − that of LoRA (both against the base), same passages", "nats per token",
+            "passages", "difference", extension=True,
+        ),
+        Claim(
+            "judge", "LoRA's answers score higher than full fine-tuning's",
+            "LoRA beats full fine-tuning on helpfulness, clarity and factuality in 70 of 71 matched pairs",
+            "five-aspect average, LoRA − full, on the same prompts", "judge score (1-5)", "prompts", "difference",
+        ),
+        Claim(
+            "size", "More data barely changes LoRA's shift; full fine-tuning's grows with data size",
+            "LoRA KL flat from 1K to 326K examples; full fine-tuning's rises (Fig. 1)",
+            "LoRA's KL slope per tenfold more data, over full fine-tuning's mean KL",
+            "KL change per tenfold data, as a share of full fine-tuning's mean KL", "prompts", "two parts",
+            margin=SIZE_MARGIN, parts=(SIZE_PARTS["flat"], SIZE_PARTS["grows"]),
+        ),
+        Claim(
+            "style", "LoRA's shifted tokens are style words more than full fine-tuning's",
+            "LoRA's shifted tokens are discourse words ('However', 'typically'); full's are content (Fig. 12)",
+            "style share of shifted and marginal tokens, LoRA − full, over the same prompts", "proportion",
+            "prompts", "difference",
+        ),
+        Claim(
+            "borrowed", "Words at shifted positions come from the training set more than words at unshifted ones",
+            "81.2% of words at shifted and 66.7% at marginal positions occur in the training set (§6; no baseline)",
+            "share found in the training set, words at shifted/marginal − at unshifted positions, same responses",
+            "proportion", "responses", "difference",
+        ),
     )
-    return _finding(
-        key, claim, paper,
-        this_run=f"unshifted {lora.shift['unshifted']:.1%} (LoRA) vs {full.shift['unshifted']:.1%} (full)",
-        effect={"name": "unshifted share, LoRA − full", "value": difference, "ci95": ci},
-        verdict=verdict(ci, +1),
-    )  # fmt: skip
+}  # fmt: skip
+"""Every claim the report checks, in the order of its findings table."""
 
 
-def initiation_finding(cell: Cell) -> dict[str, Any]:
-    """LoRA's shift sits at the start of sentences more than full fine-tuning's (Fig. 4)."""
-    key, claim = "initiation", "LoRA's shift concentrates at the start of each sentence (response initiation)"
-    paper = "KL of the first 5% of a sentence's tokens is 2.3–3.7x the rest for LoRA, 1.4–1.8x for full (Fig. 4)"
-    if not (pair := _pair(cell)):
-        return _not_tested(key, claim, paper, "needs shift results for both LoRA and full fine-tuning")
-    lora, full = (run.shift["initiation"]["relative_difference"] for run in pair)
-    ratio = {method: run.shift["initiation"] for method, run in zip(("lora", "full"), pair, strict=True)}
-    text = ", ".join(
-        f"{m}: first {r['kl_first']['value']:.3f} vs rest {r['kl_rest']['value']:.3f}" for m, r in ratio.items()
+# --- shift findings: LoRA against full fine-tuning on the same prompts -------------------------------------
+
+
+def _shift_pair(cell: Cell) -> tuple[PerItem, PerItem, list[str]] | None:
+    """Per-prompt sums of LoRA's and full fine-tuning's responses, on the prompts both answered."""
+    runs = [cell.runs.get(method) for method in ("lora", "full")]
+    sums = [response_sums(run.shift_dir) if run and run.shift_dir else None for run in runs]
+    if sums[0] is None or sums[1] is None:
+        return None
+    lora, full = matched(sums[0], sums[1])
+    notes = []
+    unmatched = len(sums[0]) + len(sums[1]) - 2 * len(lora)
+    if unmatched:
+        notes.append(f"{unmatched} responses to prompts only one model answered are left out")
+    return lora, full, notes
+
+
+def _pooled(name: str, sums: np.ndarray, counts: np.ndarray, unit: str, settings: Settings) -> Measurement:
+    estimate = bootstrap_ratio(sums, counts, resamples=settings.resamples, seed=settings.seed)
+    return Measurement(name, unit, enough_items(estimate))
+
+
+def kl_finding(cell: Cell, settings: Settings) -> Finding:
+    """Full fine-tuning shifts the distribution more than LoRA: pooled KL, paired over prompts."""
+    claim, where = CLAIMS["kl"], cell_of(cell, methods=["lora", "full"])
+    if not (pair := _shift_pair(cell)):
+        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
+    lora, full, notes = pair
+    return check_kl((lora["kl"], lora["tokens"]), (full["kl"], full["tokens"]), settings, where, tuple(notes))
+
+
+def check_kl(
+    lora: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The kl rule on per-prompt ``(summed KL, tokens)`` of both models (same prompts, same order)."""
+    claim = CLAIMS["kl"]
+    effect = paired_ratio_difference(lora, full, resamples=settings.resamples, seed=settings.seed)
+    context = (_pooled("KL, LoRA", *lora, claim.unit, settings), _pooled("KL, full", *full, claim.unit, settings))
+    return difference(claim, effect, cell, measurements=context, notes=notes)
+
+
+def unshifted_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA keeps more of the base model's top tokens than full fine-tuning: pooled share, paired over prompts."""
+    claim, where = CLAIMS["unshifted"], cell_of(cell, methods=["lora", "full"])
+    if not (pair := _shift_pair(cell)):
+        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
+    lora, full, notes = pair
+    return check_unshifted(
+        (lora["unshifted"], lora["tokens"]), (full["unshifted"], full["tokens"]), settings, where, tuple(notes)
     )
-    result = verdict(tuple(lora["ci95"]), +1)
-    if result == "reproduced" and lora["value"] <= full["value"]:
-        result = "not reproduced"  # concentrated, but no more than full fine-tuning's
-    return _finding(
-        key, claim, paper, this_run=text,
-        effect={"name": "LoRA relative difference (first − rest) / rest", "value": lora["value"],
-                "ci95": tuple(lora["ci95"]), "full": full["value"]},
-        verdict=result,
-    )  # fmt: skip
 
 
-def knowledge_finding(cell: Cell) -> dict[str, Any]:
-    """LoRA does not learn new facts (tunescope's probe; the motivation, not a paper figure)."""
-    key, claim = "knowledge", "LoRA does not learn facts the base model lacks (no gain over the base on taught facts)"
-    paper = "no probe in the paper (§11); the blog behind this project: LoRA on unseen content ≈ random"
-    probe = cell.probe
-    results = probe_results(cell)
-    if not probe or not probe.get("facts_taught") or "lora" not in results or "base" not in results:
-        return _not_tested(key, claim, paper, "needs a probe of a LoRA run trained on the fictional facts")
-    ids = probe["fact_question_ids"]
-
-    def correct(method: str) -> np.ndarray:
-        right = set(results[method]["knowledge"]["correct_ids"])
-        return np.array([question in right for question in ids])
-
-    gain, ci = paired_gain_ci(correct("base"), correct("lora"))
-    accuracies = ", ".join(f"{m} {e['knowledge']['multiple_choice']:.1%}" for m, e in results.items())
-    return _finding(
-        key, claim, paper,
-        this_run=f"{accuracies} on {len(ids)} questions about taught facts (chance {probe['chance']:.0%})",
-        effect={"name": "LoRA accuracy − base accuracy (paired)", "value": gain, "ci95": ci},
-        # The claim is an absence: it holds unless LoRA's gain is clearly above zero.
-        verdict="not reproduced" if ci[0] > 0 else "reproduced",
-        note="extension: tunescope's knowledge-uptake probe on invented facts; a gain whose interval reaches 0 "
-        "counts as no learning",
-    )  # fmt: skip
+def check_unshifted(
+    lora: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The unshifted rule on per-prompt ``(unshifted tokens, tokens)`` of both models."""
+    claim = CLAIMS["unshifted"]
+    effect = paired_ratio_difference(full, lora, resamples=settings.resamples, seed=settings.seed)
+    context = (
+        _pooled("unshifted share, LoRA", *lora, claim.unit, settings),
+        _pooled("unshifted share, full", *full, claim.unit, settings),
+    )
+    return difference(claim, effect, cell, measurements=context, notes=notes)
 
 
-def forgetting_finding(cell: Cell) -> dict[str, Any]:
-    """Full fine-tuning raises held-out loss more than LoRA (tunescope's forgetting probe)."""
-    key, claim = "forgetting", "Full fine-tuning moves the model's general language model more than LoRA"
-    paper = "indirect in the paper (§11: knowledge degradation); measured here as held-out loss"
-    probe = cell.probe
-    lora, full = cell.runs.get("lora"), cell.runs.get("full")
-    if not probe or not lora or not full:
-        return _not_tested(key, claim, paper, "needs a probe of both LoRA and full runs")
-    deltas = {
-        method: entry["forgetting"]["heldout_loss_delta"]
-        for method, entry in probe_results(cell).items()
-        if "forgetting" in entry
+def _initiation_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+    return initiation_ratio(*arrays[:4], axis=axis) - initiation_ratio(*arrays[4:], axis=axis)
+
+
+def initiation_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA's KL concentrates at sentence starts more than full's: difference of the Fig. 4 ratios, paired over prompts.
+
+    Prompts, not sentences, are the unit: the two models wrote different sentences, so only their
+    responses to the same prompt are matched; resampling prompts keeps each response's sentences together.
+    """
+    claim, where = CLAIMS["initiation"], cell_of(cell, methods=["lora", "full"])
+    if not (pair := _shift_pair(cell)):
+        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
+    lora, full, notes = pair
+    columns = ("kl_first", "first_tokens", "kl_rest", "rest_tokens")
+    return check_initiation(
+        tuple(lora[c] for c in columns), tuple(full[c] for c in columns), settings, where, tuple(notes)
+    )
+
+
+def check_initiation(
+    lora: tuple[np.ndarray, ...],
+    full: tuple[np.ndarray, ...],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The initiation rule on per-prompt (KL first, count first, KL rest, count rest) of both models."""
+    claim = CLAIMS["initiation"]
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    label = "difference of (pooled KL first / pooled KL rest), paired bootstrap over prompts"
+    effect = paired_bootstrap((*lora, *full), _initiation_difference, label=label, **options)
+    ratios = {
+        name: paired_bootstrap(arrays, initiation_ratio, label="pooled KL first / pooled KL rest", **options)
+        for name, arrays in (("LoRA", lora), ("full", full))
     }
-    if len(deltas) < 2:
-        return _not_tested(key, claim, paper, "the probe lacks one of the runs")
-    return _finding(
-        key, claim, paper,
-        this_run=f"held-out loss change {deltas['lora']:+.4f} (LoRA) vs {deltas['full']:+.4f} (full) nats/token",
-        effect={"name": "Δloss(full) − Δloss(LoRA)", "value": deltas["full"] - deltas["lora"], "ci95": None},
-        verdict="reproduced" if deltas["full"] > deltas["lora"] else "not reproduced",
-        note="point estimate over the held-out passages, no interval; extension",
-    )  # fmt: skip
-
-
-def judge_finding(cell: Cell) -> dict[str, Any]:
-    """LoRA scores higher than full fine-tuning with the judge (paper: 70 of 71 pairs on H, C, F)."""
-    key, claim = "judge", "LoRA's answers score higher than full fine-tuning's"
-    paper = "LoRA beats full fine-tuning on helpfulness, clarity and factuality in 70 of 71 matched pairs"
-    if not cell.judge or not cell.judge_dir:
-        return _not_tested(key, claim, paper, "no judge in this run")
-    scores: dict[str, list[float]] = {"lora": [], "full": []}
-    log = cell.judge_dir / JUDGEMENTS_FILE
-    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
-        record = json.loads(line)
-        values = [v for v in (record.get("scores") or {}).values() if isinstance(v, int | float)]
-        if record.get("model") in scores and values:
-            scores[record["model"]].append(sum(values) / len(values))
-    if not scores["lora"] or not scores["full"]:
-        return _not_tested(key, claim, paper, "the judge produced no usable scores for both runs")
-    difference, ci = mean_difference_ci(np.array(scores["full"]), np.array(scores["lora"]))
-    stand_in = bool(cell.judge.get("stand_in_judge"))
-    result = verdict(ci, +1)
-    return _finding(
-        key, claim, paper,
-        this_run=f"mean of the five aspects {np.mean(scores['lora']):.2f} (LoRA, n={len(scores['lora'])}) vs "
-        f"{np.mean(scores['full']):.2f} (full, n={len(scores['full'])})",
-        effect={"name": "mean score, LoRA − full", "value": difference, "ci95": ci},
-        verdict="not tested" if stand_in else result,
-        note="stand-in judge: its scores do not measure quality, so no verdict" if stand_in else None,
-    )  # fmt: skip
-
-
-def size_finding(cells: list[Cell]) -> dict[str, Any]:
-    """Data size barely changes LoRA's shift while full fine-tuning's grows (needs several sizes)."""
-    key, claim = "size", "More data barely changes LoRA's shift; full fine-tuning's grows with data size"
-    paper = "LoRA KL flat from 1K to 326K examples; full fine-tuning's rises (Fig. 1)"
-    series: dict[str, list[tuple[float, float]]] = {"lora": [], "full": []}
-    for cell in cells:
-        for method, run in cell.runs.items():
-            if run.shift and cell.subset_size and method in series:
-                series[method].append((float(cell.subset_size), run.shift["kl_mean"]))
-    if min(len({size for size, _ in points}) for points in series.values()) < 2:
-        return _not_tested(key, claim, paper, "needs at least two training-set sizes")
-    slopes = {}
-    for method, points in series.items():
-        sizes, kls = np.log10([p[0] for p in points]), np.array([p[1] for p in points])
-        slopes[method] = float(np.polyfit(sizes, kls, 1)[0])
-    return _finding(
-        key, claim, paper,
-        this_run=f"KL change per tenfold more data: {slopes['lora']:+.4f} (LoRA), {slopes['full']:+.4f} (full)",
-        effect={"name": "slope(full) − slope(LoRA), KL per decade", "value": slopes["full"] - slopes["lora"],
-                "ci95": None},
-        verdict="reproduced" if slopes["full"] > max(slopes["lora"], 0) else "not reproduced",
-        note="slopes of a least-squares line over the sizes, no interval",
-    )  # fmt: skip
-
-
-def borrow_findings(cell: Cell) -> list[dict[str, Any]]:
-    """Style tokens (Fig. 12) and borrowed words (§6), from the borrowing analysis."""
-    style_key, style_claim = "style", "LoRA's shifted tokens are style words more than full fine-tuning's"
-    style_paper = "LoRA's shifted tokens are discourse words ('However', 'typically'); full's are content (Fig. 12)"
-    borrow_key, borrow_claim = "borrowed", "Words at shifted positions come from the training set"
-    borrow_paper = "81.2% of words at shifted and 66.7% at marginal positions occur in the training set (§6)"
-    runs = {m: r.borrow for m, r in cell.runs.items() if r.borrow}
-    if not runs:
-        why = "no borrowing analysis in this run"
-        return [
-            _not_tested(style_key, style_claim, style_paper, why),
-            _not_tested(borrow_key, borrow_claim, borrow_paper, why),
-        ]
-    found = []
-    shares = {
-        m: _measured((b.get("style_tokens") or {}).get("share", {}).get("shifted_or_marginal")) for m, b in runs.items()
-    }
-    if shares.get("lora") and shares.get("full"):
-        lora, full_share = shares["lora"], shares["full"]
-        found.append(_finding(
-            style_key, style_claim, style_paper,
-            this_run=f"style share of shifted/marginal tokens: {lora['value']:.1%} {_interval(lora)} (LoRA, "
-            f"{lora['n']} tokens), {full_share['value']:.1%} {_interval(full_share)} (full, {full_share['n']} tokens)",
-            effect={"name": "style share, LoRA − full", "value": lora["value"] - full_share["value"], "ci95": None},
-            verdict=separation_verdict(lora, full_share),
-            note=_SEPARATE_INTERVALS,
-        ))  # fmt: skip
-    else:
-        found.append(_not_tested(style_key, style_claim, style_paper, "needs borrowing results for both methods"))
-    full = runs.get("full") or next(iter(runs.values()))
-    words = (full.get("borrowed_words") or {}).get("tuned", {})
-    shifted, baseline = (
-        _measured(words.get(klass, {}).get("all_words")) for klass in ("shifted_or_marginal", "unshifted")
+    context = tuple(
+        Measurement(f"KL first / KL rest, {name}", claim.unit, enough_items(ratio)) for name, ratio in ratios.items()
     )
-    if shifted and baseline:
-        found.append(_finding(
-            borrow_key, borrow_claim, borrow_paper,
-            this_run=f"{shifted['value']:.1%} {_interval(shifted)} of words at shifted/marginal positions vs "
-            f"{baseline['value']:.1%} {_interval(baseline)} at unshifted ones",
-            effect={"name": "share found, shifted − unshifted", "value": shifted["value"] - baseline["value"],
-                    "ci95": None},
-            verdict=separation_verdict(shifted, baseline),
-            note=_SEPARATE_INTERVALS,
-        ))  # fmt: skip
+    return difference(claim, effect, cell, measurements=context, notes=notes)
+
+
+# --- the probes ---------------------------------------------------------------------------------------------
+
+
+def _probe_models(cell: Cell) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The probe's entries by 'base', 'lora', 'full', or why they cannot be used."""
+    probe = cell.probe
+    if not probe:
+        return {}, "no probe in this cell"
+    if int(probe.get("schema_version", 1)) < 2:
+        return {}, "probe.json predates per-question outcomes (schema 1): rerun `tunescope probe`"
+    return probe_results(cell), None
+
+
+def knowledge_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA learns no facts: equivalence of LoRA − base on the taught facts, with a positive control."""
+    claim, where = CLAIMS["knowledge"], cell_of(cell, methods=["base", "lora", "full"])
+    models, why = _probe_models(cell)
+    if why:
+        return untested(claim, where, why)
+    if not cell.probe.get("facts_taught"):
+        return untested(claim, where, f"the probed runs were not taught fictional facts: {cell.probe.get('note')}")
+    if "base" not in models or "lora" not in models:
+        return untested(claim, where, "needs the probe of the base model and of a LoRA run")
+    correct = {
+        method: {name: entry["sets"][name]["correct"] for name in ("facts", "control", "training_wording")}
+        for method, entry in models.items()
+    }
+    return check_knowledge(correct, float(cell.probe.get("chance", 0.25)), where)
+
+
+def check_knowledge(correct: dict[str, dict[str, list[bool]]], chance: float, cell: dict[str, Any]) -> Finding:
+    """The knowledge rule on per-question outcomes: ``correct[model][set]`` for base, lora (and full).
+
+    The effect is LoRA − base on the taught facts (Newcombe interval, exact McNemar test). The
+    positive control, fixed in advance: full fine-tuning − base on the same questions when the run
+    has a full model, else LoRA − base on the training wording (memorised sentences show first).
+    """
+    claim, unit = CLAIMS["knowledge"], CLAIMS["knowledge"].unit
+    base, lora = correct["base"], correct["lora"]
+    effect = paired_proportions(base["facts"], lora["facts"])
+    if "full" in correct:
+        control_name = "full − base accuracy on the taught facts"
+        control_estimate = paired_proportions(base["facts"], correct["full"]["facts"])
     else:
-        found.append(_not_tested(borrow_key, borrow_claim, borrow_paper, "borrowing results lack the word shares"))
+        control_name = "LoRA − base accuracy on the taught facts in the training wording"
+        control_estimate = paired_proportions(base["training_wording"], lora["training_wording"])
+    control = difference_verdict(control_estimate, +1, effect=control_name, fmt=formatter(unit))
+    decision = no_effect_verdict(effect, KNOWLEDGE_MARGIN, control, effect=claim.effect, fmt=formatter(unit))
+    names = {"facts": "taught facts", "control": "untaught control", "training_wording": "training wording"}
+    context = tuple(
+        Measurement(f"accuracy, {model}, {names[name]}", unit, proportion(sum(values), len(values), chance))
+        for model, sets in correct.items()
+        for name, values in sets.items()
+    )
+    base_control = proportion(sum(base["control"]), len(base["control"]), chance)
+    notes = [f"chance is {chance:.0%} (four options)"]
+    if base_control.ci95:
+        low, high = base_control.ci95
+        where = "inside" if low <= chance <= high else "outside"
+        notes.append(
+            f"the base model on the untaught control: {base_control.value:.1%} [{low:.1%}, {high:.1%}], chance "
+            f"{where} its 95% interval" + ("" if where == "inside" else ": the probe is biased, read with care")
+        )
+    return Finding(claim, decision, cell, context, tuple(notes), control_name=control_name)
+
+
+def forgetting_finding(cell: Cell, settings: Settings) -> Finding:
+    """Full fine-tuning raises held-out loss more than LoRA: paired over the same passages."""
+    claim, where = CLAIMS["forgetting"], cell_of(cell, methods=["base", "lora", "full"])
+    models, why = _probe_models(cell)
+    if why:
+        return untested(claim, where, why)
+    if not {"base", "lora", "full"} <= set(models):
+        return untested(claim, where, "needs the probe of the base model, a LoRA run and a full run")
+
+    def losses(method: str) -> tuple[np.ndarray, np.ndarray]:
+        heldout = models[method]["heldout"]
+        return np.asarray(heldout["nll_sums"], dtype=float), np.asarray(heldout["tokens"], dtype=float)
+
+    retention = {
+        method: Estimate.from_json(models[method]["forgetting"]["retained_share"])
+        for method in ("lora", "full")
+        if "retained_share" in models[method].get("forgetting", {})
+    }
+    return check_forgetting(losses("base"), losses("lora"), losses("full"), settings, where, retention)
+
+
+def check_forgetting(
+    base: tuple[np.ndarray, np.ndarray],
+    lora: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+    cell: dict[str, Any],
+    retention: dict[str, Estimate] | None = None,
+) -> Finding:
+    """The forgetting rule on per-passage ``(summed loss, tokens)`` of the three models (same passages).
+
+    (full − base) − (LoRA − base) is full − LoRA, so the effect pairs the two tuned models directly.
+    """
+    claim = CLAIMS["forgetting"]
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    effect = paired_ratio_difference(lora, full, **options)
+    context = [
+        Measurement(
+            f"held-out loss change, {name} − base",
+            claim.unit,
+            enough_items(paired_ratio_difference(base, tuned, **options)),
+        )
+        for name, tuned in (("LoRA", lora), ("full", full))
+    ]
+    context += [
+        Measurement(f"general knowledge the base knew, still answered by {method}", "proportion", estimate)
+        for method, estimate in (retention or {}).items()
+    ]
+    return difference(claim, effect, cell, measurements=tuple(context))
+
+
+# --- the judge ----------------------------------------------------------------------------------------------
+
+
+def judge_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA's answers score higher than full's: five-aspect averages, paired over prompts."""
+    claim, where = CLAIMS["judge"], cell_of(cell, methods=["lora", "full"])
+    summary = cell.judge
+    if not summary or not cell.judge_dir:
+        return untested(claim, where, "no judge in this cell")
+    if summary.get("mode") != "score":
+        return untested(claim, where, f"the judge ran in {summary.get('mode')} mode; this finding reads score mode")
+    aspects = tuple(summary.get("aspects", ()))
+    items = judge_items(cell.judge_dir, aspects)
+    lora, full = items.scores.get("lora", {}), items.scores.get("full", {})
+    shared = [item for item in lora if item in full]
+    notes = []
+    judged = items.judged.get("lora", 0) + items.judged.get("full", 0)
+    dropped = judged - 2 * len(shared)
+    if dropped:
+        notes.append(
+            f"{dropped} of {judged} judgements left out: an aspect failed to parse, or the other model's answer to "
+            "the same prompt did (an item counts only with all five aspects, for both models)"
+        )
+    if summary.get("complete") is False:
+        failed = (summary.get("calls") or {}).get("request_errors")
+        notes.append(
+            "the judge run is incomplete" + (f" ({failed} requests failed)" if failed else "")
+            + ": rerun the experiment (or `tunescope judge`) to finish it before reading this finding"
+        )  # fmt: skip
+    stand_in = "stand-in judge: a small local model whose scores do not measure answer quality, so no verdict"
+    if not shared:
+        why = "the judge gave no complete five-aspect scores to both runs on the same prompts"
+        return untested(claim, where, f"{stand_in} (and {why})" if summary.get("stand_in_judge") else why)
+    found = check_judge(
+        np.array([lora[item] for item in shared]), np.array([full[item] for item in shared]), settings, where,
+        tuple(notes),
+    )  # fmt: skip
+    if summary.get("stand_in_judge"):
+        decision = found.decision
+        no_verdict = Decision("not tested", decision.rule, stand_in, decision.estimate, decision.detectable)
+        return Finding(claim, no_verdict, where, found.measurements, found.notes)
     return found
 
 
-MIN_SHARE_COUNT = 10
-"""Fewest words behind a share before its bootstrap interval is trusted (one word gives [100%, 100%])."""
+def check_judge(
+    lora: np.ndarray, full: np.ndarray, settings: Settings, cell: dict[str, Any], notes: tuple[str, ...] = ()
+) -> Finding:
+    """The judge rule on per-prompt five-aspect averages of both models (same prompts, same order)."""
+    claim = CLAIMS["judge"]
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    effect = paired_mean_difference(full, lora, **options)
+    context = tuple(
+        Measurement(f"five-aspect average, {name}", claim.unit, enough_items(bootstrap_mean(values, **options)))
+        for name, values in (("LoRA", lora), ("full", full))
+    )
+    return difference(claim, effect, cell, measurements=context, notes=notes)
 
 
-_SEPARATE_INTERVALS = (
-    f"each share has its own 95% interval; the verdict needs them apart and {MIN_SHARE_COUNT}+ words behind each"
-)
+# --- borrowing ---------------------------------------------------------------------------------------------
 
 
-def _measured(share: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A share from borrow.json, or None where it had no words to count (its value and interval are null)."""
-    if share and share.get("value") is not None and None not in (share.get("ci95") or [None]):
-        return share
-    return None
+def style_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA's shifted tokens are style words more than full's: style share, paired over prompts."""
+    claim, where = CLAIMS["style"], cell_of(cell, methods=["lora", "full"])
+    runs: list[MethodRun | None] = [cell.runs.get("lora"), cell.runs.get("full")]
+    if not all(run and run.borrow for run in runs):
+        return untested(claim, where, "needs the borrowing analysis of both LoRA and full fine-tuning")
+    counts = [borrow_counts(run.borrow.get("style_tokens"), "shifted_or_marginal") for run in runs]  # type: ignore[union-attr]
+    if counts[0] is None or counts[1] is None:
+        return untested(claim, where, "borrow.json has no per-response counts (an older run): rerun the borrowing")
+    lora, full = matched(counts[0], counts[1])
+    return check_style((lora["style"], lora["tokens"]), (full["style"], full["tokens"]), settings, where)
 
 
-def _interval(share: dict[str, Any]) -> str:
-    low, high = share["ci95"]
-    return f"[{low:.1%}, {high:.1%}]"
+def check_style(
+    lora: tuple[np.ndarray, np.ndarray], full: tuple[np.ndarray, np.ndarray], settings: Settings, cell: dict[str, Any]
+) -> Finding:
+    """The style rule on per-prompt ``(style tokens, tokens)`` at shifted and marginal positions of both models."""
+    claim = CLAIMS["style"]
+    effect = paired_ratio_difference(full, lora, resamples=settings.resamples, seed=settings.seed)
+    context = (
+        _pooled("style share of shifted/marginal tokens, LoRA", *lora, claim.unit, settings),
+        _pooled("style share of shifted/marginal tokens, full", *full, claim.unit, settings),
+    )
+    return difference(claim, effect, cell, measurements=context)
 
 
-def separation_verdict(expected_higher: dict[str, Any], expected_lower: dict[str, Any]) -> str:
-    """A verdict from two shares' separate 95% intervals: reproduced only when apart in the expected order.
+def borrowed_finding(cell: Cell, settings: Settings) -> Finding:
+    """Words at shifted positions are found in the training set more than words at unshifted ones (full's run)."""
+    claim, where = CLAIMS["borrowed"], cell_of(cell, methods=["full"])
+    run = cell.runs.get("full")
+    if not run or not run.borrow:
+        return untested(claim, where, "needs the borrowing analysis of the full fine-tuning run (the paper's §6)")
+    words = run.borrow.get("borrowed_words")
+    shifted, unshifted = (borrow_counts(words, group) for group in ("shifted_or_marginal", "unshifted"))
+    if shifted is None or unshifted is None:
+        return untested(claim, where, "borrow.json has no per-response counts (an older run): rerun the borrowing")
+    if not shifted["words"].sum() or not unshifted["words"].sum():
+        return untested(claim, where, "no words at shifted/marginal or at unshifted positions to compare")
+    return check_borrowed(
+        (shifted["found"], shifted["words"]), (unshifted["found"], unshifted["words"]), settings, where
+    )
 
-    Conservative: non-overlapping intervals imply a significant difference, overlapping ones do not
-    imply its absence, so overlap is called inconclusive, as is a share counted over too few words.
+
+def check_borrowed(
+    shifted: tuple[np.ndarray, np.ndarray],
+    unshifted: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+    cell: dict[str, Any],
+) -> Finding:
+    """The borrowed rule on per-response ``(found words, words)`` at shifted/marginal and at unshifted positions."""
+    claim = CLAIMS["borrowed"]
+    effect = paired_ratio_difference(unshifted, shifted, resamples=settings.resamples, seed=settings.seed)
+    context = (
+        _pooled("found in the training set, words at shifted/marginal positions", *shifted, claim.unit, settings),
+        _pooled("found in the training set, words at unshifted positions", *unshifted, claim.unit, settings),
+    )
+    return difference(claim, effect, cell, measurements=context)
+
+
+# --- data size: one series per model and dataset ------------------------------------------------------------
+
+
+def size_findings(cells: list[Cell], settings: Settings) -> list[Finding]:
+    """The size claim for every (model, dataset) series with at least two training-set sizes."""
+    series: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        series.setdefault((cell.model, cell.dataset), []).append(cell)
+    found = []
+    for (model, dataset), members in series.items():
+        where: dict[str, Any] = {"model": model, "dataset": dataset, "methods": ["lora", "full"]}
+        groups, sizes = [], []
+        for cell in sorted(members, key=lambda c: c.subset_size or 0):
+            pair = _shift_pair(cell) if cell.subset_size else None
+            if pair:
+                lora, full, _ = pair
+                groups.append(
+                    PairedSlopeGroup(math.log10(cell.subset_size), (lora["kl"], lora["tokens"]),  # type: ignore[arg-type]
+                                     (full["kl"], full["tokens"]))
+                )  # fmt: skip
+                sizes.append(cell.subset_size)
+        shown = ", ".join(map(str, sizes)) or "–"
+        where |= {"subset_sizes": sizes, "name": f"{display_name(model)} · {dataset} · n={shown}"}
+        if len(set(sizes)) < 2:
+            found.append(untested(CLAIMS["size"], where, "needs shift results of LoRA and full at two or more sizes"))
+        else:
+            found.append(check_size(groups, settings, where))
+    return found or [untested(CLAIMS["size"], {}, "needs shift results of LoRA and full at two or more sizes")]
+
+
+def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[str, Any]) -> Finding:
+    """The size rule: LoRA flat (equivalence, full's growth its positive control) and full growing.
+
+    ``groups``: one per training-set size, ``x`` = log10(size), LoRA first and full second, per prompt
+    ``(summed KL, tokens)``. Both rates are divided by full fine-tuning's mean KL over the sizes, so
+    the margin means the same on every model (docs/method.md#findings).
     """
-    if min(expected_higher["n"], expected_lower["n"]) < MIN_SHARE_COUNT:
-        return "inconclusive"
-    higher, lower = expected_higher["ci95"], expected_lower["ci95"]
-    if higher[0] > lower[1]:
-        return "reproduced"
-    if higher[1] < lower[0]:
-        return "not reproduced"
-    return "inconclusive"
+    claim, unit = CLAIMS["size"], CLAIMS["size"].unit
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    fmt = formatter(unit)
+    smallest = min(len(group.first[0]) for group in groups)
+    full_rate = enough_items(relative_slope(groups, of="second", **options), smallest)
+    lora_rate = enough_items(relative_slope(groups, of="first", **options), smallest)
+    grows_claim, flat_claim = SIZE_PARTS["grows"], SIZE_PARTS["flat"]
+    grows = difference_verdict(full_rate, +1, effect=grows_claim.effect, fmt=fmt)
+    flat = no_effect_verdict(lora_rate, SIZE_MARGIN, grows, effect=flat_claim.effect, fmt=fmt)
+    parts = (
+        Finding(flat_claim, flat, cell, control_name=grows_claim.effect),
+        Finding(grows_claim, grows, cell),
+    )
+    verdicts = {flat.verdict, grows.verdict}
+    if verdicts == {"reproduced"}:
+        verdict, reason = "reproduced", "both parts are reproduced"
+    elif "not reproduced" in verdicts:
+        verdict = "not reproduced"
+        reason = "; ".join(
+            f"{p.claim.claim}: not reproduced ({p.decision.reason})" for p in parts if p.verdict == verdict
+        )
+    else:
+        verdict = "inconclusive"
+        reason = "; ".join(
+            f"{p.claim.claim}: {p.verdict} ({p.decision.reason})" for p in parts if p.verdict != "reproduced"
+        )
+    decision = Decision(
+        verdict, claim.rule(), reason, lora_rate, lora_rate.detectable_effect(), SIZE_MARGIN, positive_control=grows
+    )  # fmt: skip
+    return Finding(claim, decision, cell, parts=parts, control_name=grows_claim.effect)
 
 
-def all_findings(cells: list[Cell]) -> list[dict[str, Any]]:
-    """Every claim, checked on the first cell that can test it (the size claim across cells)."""
-    findings = []
-    checks = (kl_finding, unshifted_finding, initiation_finding, knowledge_finding, forgetting_finding, judge_finding)
-    for check in checks:
-        results = [check(cell) for cell in cells] or [check(Cell("", "", None))]
-        findings.append(next((r for r in results if r["verdict"] != "not tested"), results[0]))
-    findings.append(size_finding(cells))
-    borrowed = [borrow_findings(cell) for cell in cells] or [borrow_findings(Cell("", "", None))]
-    for index in range(2):
-        results = [pair[index] for pair in borrowed]
-        findings.append(next((r for r in results if r["verdict"] != "not tested"), results[0]))
-    return findings
+# --- all of them --------------------------------------------------------------------------------------------
+
+
+CELL_CHECKS: tuple[Callable[[Cell, Settings], Finding], ...] = (
+    kl_finding, unshifted_finding, initiation_finding, knowledge_finding, forgetting_finding, judge_finding,
+    style_finding, borrowed_finding,
+)  # fmt: skip
+"""The findings measured within one cell (one model, dataset and training-set size)."""
+SERIES_CHECKS: tuple[Callable[[list[Cell], Settings], list[Finding]], ...] = (size_findings,)
+"""The findings measured across the cells of a series (one model and dataset, several sizes)."""
+
+
+@dataclass
+class Findings:
+    """Every finding of a report."""
+
+    headline: list[Finding]
+    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it."""
+    by_cell: list[list[Finding]]
+    """Per cell (in grid order), its own findings."""
+    series: list[Finding] = field(default_factory=list)
+    """Every series finding (the size claim for each model and dataset)."""
+
+
+def all_findings(cells: list[Cell], settings: Settings | None = None) -> Findings:
+    """Check every claim in every cell; the headline takes, per claim, the first cell that can test it."""
+    settings = settings or Settings()
+    by_cell = [[check(cell, settings) for check in CELL_CHECKS] for cell in cells]
+    series = [finding for check in SERIES_CHECKS for finding in check(cells, settings)]
+    everything = [finding for findings in by_cell for finding in findings] + series
+    headline = []
+    for key in CLAIMS:
+        candidates = [finding for finding in everything if finding.claim.key == key]
+        if not candidates:
+            candidates = [untested(CLAIMS[key], {}, "no cell in this experiment")]
+        headline.append(next((f for f in candidates if f.verdict != "not tested"), candidates[0]))
+    return Findings(headline, by_cell, series)

@@ -34,7 +34,7 @@ from tunescope.shift.inputs import ShiftInput, build_inputs, read_responses
 from tunescope.shift.output import EXAMPLES_FILE, SUMMARY_FILE, TOKENS_FILE, VIEWER_FILE
 from tunescope.shift.pair import ModelPair, load_pair
 from tunescope.shift.scoring import ScoringSettings, score_batch
-from tunescope.shift.summary import TR_CAP, summarize_table
+from tunescope.shift.summary import BOOTSTRAP_METHOD, TR_CAP, summarize_table
 from tunescope.shift.table import TokenTableWriter, response_table
 from tunescope.shift.text import TokenTexts, token_spans
 from tunescope.shift.viewer import ExampleView, example_view, render_viewer
@@ -77,7 +77,8 @@ def definitions(config: ShiftConfig) -> dict[str, str]:
     out = {
         "classes": f"by {rank}: unshifted <= {u} < marginal <= {m} < shifted",
         "averaging": "top-level and 'micro' values pool all tokens (the paper's); 'macro' averages per-response means",
-        "ci95": f"bootstrap over responses, {config.bootstrap_samples} resamples, seed {config.seed}",
+        "ci95": f"bootstrap over responses, {config.bootstrap_samples} resamples, seed {config.seed}, "
+        f"{BOOTSTRAP_METHOD} intervals (percentile where BCa is undefined)",
         "by_position": "position 1 is the first response token",
         "initiation": f"first {config.initiation_fraction:g} of each sentence's tokens (at least one) vs the rest",
     }
@@ -86,7 +87,8 @@ def definitions(config: ShiftConfig) -> dict[str, str]:
             "kl": "KL(base‖tuned) over the full vocabulary, nats; kl_reverse_mean is KL(tuned‖base)",
             "base_rank": "1-indexed, exact, uncapped: 1 + number of base logits strictly larger (ties rank together)",
             "base_prob": "full-vocabulary base probability of the response token",
-            "tr_mean": f"min(base_rank - 1, {TR_CAP}): AlignTDS's 0-indexed, capped axis, for plotting beside it",
+            "tr_mean": f"min(base_rank - 1, {TR_CAP}): AlignTDS's 0-indexed, capped axis (the paper's Fig. 1 'Base "
+            "Rank'), for setting beside published numbers; tr_median is its median",
         }
     else:
         k = config.aligntds_settings()
@@ -96,6 +98,7 @@ def definitions(config: ShiftConfig) -> dict[str, str]:
             "base_rank": f"AlignTDS TR: 0-indexed rank of the tuned top-1 in the base top-{k.top_k}, "
             f"{k.rank_cap} when absent",
             "base_prob": "AlignTDS TP: renormalised base weight of the tuned top-1, 0 when absent",
+            "tr_mean": "the same as base_rank_mean: AlignTDS's TR is already 0-indexed and capped",
         }
     return out
 

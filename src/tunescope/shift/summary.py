@@ -2,15 +2,16 @@
 
 Two averages are reported for every metric (docs/method.md#averaging): **micro**, over all tokens
 pooled (what the paper and AlignTDS report), and **macro**, the mean of per-response means. The 95%
-intervals come from a bootstrap over responses: resample responses with replacement, recompute the
-statistic, take the 2.5th and 97.5th percentiles. Resampling whole responses respects that tokens
-of one response are not independent.
+intervals come from a bootstrap over responses (:func:`tunescope.stats.bootstrap_ratios`: whole
+responses are resampled, which respects that tokens of one response are not independent; BCa
+intervals, percentile where BCa is undefined). Every interval of one summary is read from the same
+resamples. The method, resamples and seed are recorded under ``bootstrap``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from tunescope.distributions import CLASSES
 from tunescope.shift.initiation import SEGMENTER
+from tunescope.stats import BootstrapMethod, Estimate, bootstrap_ratios, paired_bootstrap
 
 SUMMARY_COLUMNS = [
     "example_index", "position", "relative_position", "token_id", "token", "klass", "base_rank", "base_prob",
@@ -25,56 +27,51 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 FLOAT_COLUMNS = ("kl", "kl_reverse", "base_prob", "tuned_prob")
-CURVE_METRICS = ("kl_mean", "base_prob_mean", "base_rank_mean", *CLASSES)
+CURVE_METRICS = ("kl_mean", "base_prob_mean", "base_rank_mean", "tr_mean", *CLASSES)
 """Metrics reported per relative-position bucket and per absolute position."""
 TR_CAP = 50
-"""Cap of the 0-indexed rank ``tr_mean`` (AlignTDS's TR axis, for exact-mode runs)."""
+"""Cap of the 0-indexed rank TR (AlignTDS's axis, which the paper's Fig. 1 plots)."""
+BOOTSTRAP_METHOD: BootstrapMethod = "BCa"
+"""Interval method of every summary interval (percentile where BCa is undefined, e.g. all resamples equal)."""
 
 
-def _number(value: float) -> float | None:
+def _number(value: float | None) -> float | None:
     """A JSON-ready float: rounded to 6 significant digits, None for NaN."""
     if value is None or not math.isfinite(value):
         return None
     return float(f"{value:.6g}")
 
 
-def _percentiles(resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2.5th and 97.5th percentiles over resamples (axis 0), ignoring resamples where the statistic is undefined."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a group that no resample reaches is all NaN
-        low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
-    return low, high
+@dataclass(frozen=True)
+class Resampling:
+    """How the summary's intervals are drawn."""
+
+    resamples: int
+    """Bootstrap resamples of responses (0: no intervals)."""
+    seed: int
+    """Seed of the resampling."""
+
+    def ratios(self, sums: np.ndarray, counts: np.ndarray) -> list[Estimate]:
+        """Pooled means ``Σ sums / Σ counts`` over responses (axis 0) of each column, with intervals."""
+        return bootstrap_ratios(
+            sums.T, counts.T, resamples=self.resamples, seed=self.seed, method=BOOTSTRAP_METHOD,
+            label="pooled mean over responses",
+        )  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """The ``bootstrap`` entry of summary.json."""
+        return {
+            "unit": "responses",
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "method": f"{BOOTSTRAP_METHOD} (percentile where BCa is undefined)",
+            "confidence": 0.95,
+        }
 
 
-class Bootstrap:
-    """Resamples of responses, shared by every statistic so that their intervals are comparable."""
-
-    def __init__(self, n_examples: int, samples: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        # Row s holds how often each response is drawn in resample s.
-        self.weights = rng.multinomial(n_examples, np.full(n_examples, 1 / n_examples), size=samples).astype(float)
-
-    def ratio(self, sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Micro mean Σ sums / Σ counts over responses (axis 0) with its interval: (value, low, high)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = sums.sum(axis=0) / counts.sum(axis=0)
-            if not len(self.weights):
-                return value, np.full_like(value, np.nan), np.full_like(value, np.nan)
-            resampled = (self.weights @ sums) / (self.weights @ counts)
-        return value, *_percentiles(resampled)
-
-    def mean(self, per_example: np.ndarray) -> tuple[float, float, float]:
-        """Macro mean over responses with its interval."""
-        value = float(per_example.mean())
-        if not len(self.weights):
-            return value, math.nan, math.nan
-        resampled = self.weights @ per_example / len(per_example)
-        low, high = np.percentile(resampled, [2.5, 97.5])
-        return value, float(low), float(high)
-
-
-def _entry(value: float, low: float, high: float) -> dict[str, Any]:
-    return {"value": _number(value), "ci95": [_number(low), _number(high)]}
+def _entry(estimate: Estimate) -> dict[str, Any]:
+    low, high = estimate.ci95 or (None, None)
+    return {"value": _number(estimate.value), "ci95": [_number(low), _number(high)]}
 
 
 def _per_example_sums(
@@ -93,26 +90,37 @@ def _metric_arrays(columns: dict[str, np.ndarray], mode: str) -> dict[str, np.nd
         "base_prob_mean": columns["base_prob"],
         "tuned_prob_mean": columns["tuned_prob"],
         "base_rank_mean": columns["base_rank"].astype(float),
+        "tr_mean": tr_values(columns["base_rank"], mode),
         **{name: (klass == name).astype(float) for name in CLASSES},
         "tuned_top1_agreement": columns["is_tuned_top1"].astype(float),
     }
-    if mode == "exact":
-        arrays["tr_mean"] = np.minimum(columns["base_rank"] - 1, TR_CAP).astype(float)
     return {name: values for name, values in arrays.items() if not np.isnan(values).all()}
 
 
+def tr_values(base_rank: np.ndarray, mode: str) -> np.ndarray:
+    """The 0-indexed base rank capped at ``TR_CAP`` (the paper's Fig. 1 axis) from the ``base_rank`` column.
+
+    Exact mode stores the 1-indexed, uncapped rank; AlignTDS mode already stores TR.
+    """
+    ranks = base_rank.astype(float)
+    return np.minimum(ranks - 1, TR_CAP) if mode == "exact" else ranks
+
+
 def _curves(
-    example: np.ndarray, n: int, metrics: dict[str, np.ndarray], group: np.ndarray, groups: int, boot: Bootstrap
+    example: np.ndarray, n: int, metrics: dict[str, np.ndarray], group: np.ndarray, groups: int, boot: Resampling
 ) -> list[dict[str, Any]]:
     """Micro means with intervals of ``CURVE_METRICS`` in each of ``groups`` groups of tokens."""
     counts = _per_example_sums(example, n, np.ones(len(example)), group, groups)
     rows: list[dict[str, Any]] = [{"n_tokens": int(c)} for c in counts.sum(axis=0)]
-    for name in CURVE_METRICS:
-        if name not in metrics:
-            continue
-        value, low, high = boot.ratio(_per_example_sums(example, n, metrics[name], group, groups), counts)
-        for row, v, lo, hi in zip(rows, value, low, high, strict=True):
-            row[name] = _entry(v, lo, hi)
+    names = [name for name in CURVE_METRICS if name in metrics]
+    if not names:
+        return rows
+    # One bootstrap for every (metric, group) column: [responses, metrics x groups].
+    sums = np.concatenate([_per_example_sums(example, n, metrics[name], group, groups) for name in names], axis=1)
+    estimates = boot.ratios(sums, np.tile(counts, len(names)))
+    for m, name in enumerate(names):
+        for g, row in enumerate(rows):
+            row[name] = _entry(estimates[m * groups + g])
     return rows
 
 
@@ -135,26 +143,55 @@ def _top_tokens(columns: dict[str, np.ndarray], klass: str, limit: int) -> list[
     ]
 
 
-def _initiation(columns: dict[str, np.ndarray], example: np.ndarray, n: int, boot: Bootstrap) -> dict[str, Any]:
-    """Mean KL of the first tokens of sentences vs the rest (Fig. 4), with intervals."""
+def initiation_ratio(
+    first_sums: np.ndarray, first_counts: np.ndarray, rest_sums: np.ndarray, rest_counts: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """Pooled KL of sentence-initial tokens over pooled KL of the rest (the paper's Fig. 4 ratio).
+
+    Arguments are per response: the KL summed over its initiation tokens, their count, and the same
+    for the rest of its sentence tokens. Vectorised over ``axis`` (responses), for the bootstrap.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = first_sums.sum(axis=axis) / first_counts.sum(axis=axis)
+        return first / (rest_sums.sum(axis=axis) / rest_counts.sum(axis=axis))
+
+
+def initiation_sums(
+    columns: dict[str, np.ndarray], example: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per response: summed KL and count of its initiation tokens, then of its other sentence tokens."""
     in_sentence = columns["sentence_index"] >= 0
-    first = in_sentence & columns["initiation"]
-    rest = in_sentence & ~columns["initiation"]
+    first = in_sentence & columns["initiation"].astype(bool)
+    rest = in_sentence & ~columns["initiation"].astype(bool)
     kl = columns["kl"]
-    sums = np.stack([_per_example_sums(example, n, kl * m)[:, 0] for m in (first, rest)], axis=1)
-    counts = np.stack([_per_example_sums(example, n, m.astype(float))[:, 0] for m in (first, rest)], axis=1)
-    value, low, high = boot.ratio(sums, counts)
-    out = {"kl_first": _entry(value[0], low[0], high[0]), "kl_rest": _entry(value[1], low[1], high[1])}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        relative = (value[0] - value[1]) / value[1]
-        if len(boot.weights):
-            resampled = (boot.weights @ sums) / (boot.weights @ counts)
-            rel_low, rel_high = _percentiles((resampled[:, 0] - resampled[:, 1]) / resampled[:, 1])
-        else:
-            rel_low = rel_high = math.nan
-    out["relative_difference"] = _entry(relative, rel_low, rel_high)
+    return (
+        _per_example_sums(example, n, kl * first)[:, 0],
+        _per_example_sums(example, n, first.astype(float))[:, 0],
+        _per_example_sums(example, n, kl * rest)[:, 0],
+        _per_example_sums(example, n, rest.astype(float))[:, 0],
+    )
+
+
+def _relative_difference(
+    first_sums: np.ndarray, first_counts: np.ndarray, rest_sums: np.ndarray, rest_counts: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    return initiation_ratio(first_sums, first_counts, rest_sums, rest_counts, axis) - 1
+
+
+def _initiation(columns: dict[str, np.ndarray], example: np.ndarray, n: int, boot: Resampling) -> dict[str, Any]:
+    """Mean KL of the first tokens of sentences vs the rest (Fig. 4), with intervals."""
+    first_sums, first_counts, rest_sums, rest_counts = initiation_sums(columns, example, n)
+    first, rest = boot.ratios(np.stack([first_sums, rest_sums], 1), np.stack([first_counts, rest_counts], 1))
+    relative = paired_bootstrap(
+        (first_sums, first_counts, rest_sums, rest_counts), _relative_difference, resamples=boot.resamples,
+        seed=boot.seed, method=BOOTSTRAP_METHOD, label="(KL first − KL rest) / KL rest, bootstrap over responses",
+    )  # fmt: skip
+    out = {"kl_first": _entry(first), "kl_rest": _entry(rest), "relative_difference": _entry(relative)}
+    in_sentence = columns["sentence_index"] >= 0
     sentences = {(e, s) for e, s in zip(example[in_sentence], columns["sentence_index"][in_sentence], strict=True)}
-    out.update(n_sentences=len(sentences), n_first=int(first.sum()), n_rest=int(rest.sum()), segmenter=SEGMENTER)
+    out.update(
+        n_sentences=len(sentences), n_first=int(first_counts.sum()), n_rest=int(rest_counts.sum()), segmenter=SEGMENTER
+    )
     return out
 
 
@@ -171,27 +208,33 @@ def summarize_columns(
     """Aggregate per-token columns (those in ``SUMMARY_COLUMNS``) into the summary's numbers."""
     examples, example = np.unique(columns["example_index"], return_inverse=True)
     n = len(examples)
-    boot = Bootstrap(n, bootstrap_samples, seed)
+    boot = Resampling(bootstrap_samples, seed)
     metrics = _metric_arrays(columns, mode)
     counts = _per_example_sums(example, n, np.ones(len(example)))[:, 0]
-
-    micro, macro = {}, {}
-    for name, values in metrics.items():
-        sums = _per_example_sums(example, n, values)[:, 0]
-        micro[name] = _entry(*(float(x) for x in boot.ratio(sums, counts)))
-        macro[name] = _entry(*boot.mean(sums / counts))
+    names = list(metrics)
+    sums = np.stack([_per_example_sums(example, n, metrics[name])[:, 0] for name in names], axis=1)
+    micro = dict(zip(names, map(_entry, boot.ratios(sums, counts[:, None])), strict=True))
+    # Macro: each response's own mean, averaged with equal weight (a ratio with counts of one).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_response = sums / counts[:, None]
+    macro = dict(zip(names, map(_entry, boot.ratios(per_response, np.ones_like(per_response))), strict=True))
 
     kl = columns["kl"]
+    tr = tr_values(columns["base_rank"], mode)
     summary: dict[str, Any] = {
         "mode": mode,
         "n_examples": n,
         "n_tokens": int(len(example)),
         **{name: micro[name]["value"] for name in (*CLASSES, "kl_mean", "base_prob_mean", "base_rank_mean")},
+        "tr_mean": micro["tr_mean"]["value"],
         "micro": micro,
         "macro": macro,
         "base_rank_median": _number(float(np.median(columns["base_rank"]))),
+        "tr_median": _number(float(np.median(tr))),
+        "tr_cap": TR_CAP,
         "kl_quantiles": {f"q{int(q * 100)}": _number(float(np.quantile(kl, q))) for q in (0.5, 0.9, 0.95, 0.99)}
         | {"max": _number(float(kl.max()))},
+        "bootstrap": boot.describe(),
     }
     bucket = np.minimum((columns["relative_position"] * relative_buckets).astype(int), relative_buckets - 1)
     summary["by_relative_position"] = [
