@@ -46,6 +46,7 @@ from tunescope.data.readers import FILE_SUFFIXES
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.locks import output_lock
 from tunescope.models import load_tokenizer
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
 from tunescope.shift.output import ShiftRun, read_shift_run
@@ -482,7 +483,13 @@ def borrow(
 
     Raises:
         UserError: for bad input, reported before anything is written where possible.
+        OutputBusy: when another process is writing into ``config.out``.
     """
+    with output_lock(config.out):
+        return _borrow(config, overwrite=overwrite, log=log)
+
+
+def _borrow(config: BorrowConfig, *, overwrite: bool, log: Callable[[str], None] | None) -> BorrowResult:
     say = log or (lambda message: None)
     lap = Laps()
     inputs = read_inputs(config)
