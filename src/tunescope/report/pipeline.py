@@ -14,6 +14,7 @@ import jinja2
 from tunescope.borrow.report import render_section
 from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
+from tunescope.locks import output_lock
 from tunescope.report import figures
 from tunescope.report.collect import Cell, collect, probe_results
 from tunescope.report.findings import all_findings
@@ -155,9 +156,15 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Report:
 
     Raises:
         UserError: when ``root`` holds no experiment.
+        OutputBusy: when another process is writing the same report.
     """
     root = Path(root).expanduser()
     out_dir = Path(out).expanduser() if out else root
+    with output_lock(out_dir / "report.html", flag="--out"):
+        return _build_report(root, out_dir)
+
+
+def _build_report(root: Path, out_dir: Path) -> Report:
     manifest, cells = collect(root)
     findings = all_findings(cells)
     rendered_cells = []
@@ -187,6 +194,11 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Report:
         notes.append(BASE_IS_INSTRUCT_NOTE)
     if any((cell.judge or {}).get("stand_in_judge") for cell in cells):
         notes.append("The judge is a small stand-in model: its scores show the pipeline working, not answer quality.")
+    if any((cell.judge or {}).get("complete") is False for cell in cells):
+        notes.append(
+            "A judge run is incomplete: some requests got no reply, so its scores cover only the answers judged so "
+            "far. Rerun the experiment to complete it."
+        )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("tunescope.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined

@@ -27,6 +27,7 @@ from tunescope.data.readers import RawDataset, RawRecord, read_dataset
 from tunescope.errors import TunescopeError, UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.llm import Backend, RequestFailed, backend_from_settings
+from tunescope.locks import output_lock
 from tunescope.simplify.config import RUNTIME_SETTINGS, SimplifyConfig
 from tunescope.simplify.rules import (
     PROMPT_HASH,
@@ -342,9 +343,23 @@ def simplify(
 
     Raises:
         UserError: for bad input, or progress made with other settings.
-        TunescopeError: when some responses could not be rewritten (the finished ones are kept;
-            rerun to retry the rest), or the backend refuses every request.
+        IncompleteRun: when some responses could not be rewritten (the finished ones are kept;
+            rerun to retry the rest).
+        BackendError: when the backend refuses every request.
+        OutputBusy: when another process is writing ``config.out``.
     """
+    with output_lock(config.out):  # covers the dataset, its part file and its provenance
+        return _simplify(config, overwrite=overwrite, backend=backend, log=log, progress=progress)
+
+
+def _simplify(
+    config: SimplifyConfig,
+    *,
+    overwrite: bool,
+    backend: Backend | None,
+    log: Callable[[str], None] | None,
+    progress: Callable[[int], None] | None,
+) -> SimplifyResult:
     say = log or (lambda message: None)
     out = Path(config.out).expanduser()
     part = sibling(out, "part.jsonl")
