@@ -81,12 +81,13 @@ def load_examples(settings: DataSettings, *, require_response: bool = True) -> L
 
     Args:
         settings: Where the data is and how to read it.
-        require_response: Drop records without a non-empty assistant turn (training needs one;
-            evaluation prompts do not).
+        require_response: Every record must have an answer (an assistant turn): training needs
+            one, and a record without one is an error naming it; records whose answer is empty are
+            dropped. False reads prompts, with or without answers (see :mod:`tunescope.data.formats`).
 
     Raises:
-        UserError: for a missing source, a malformed record, an empty dataset, or a subset larger
-            than the data.
+        UserError: for a missing source, a malformed record, a record without an answer (when one is
+            required), an empty dataset, or a subset larger than the data.
     """
     source = resolve_data_source(settings.data)
     raw = read_dataset(source, settings.split)
@@ -97,7 +98,12 @@ def load_examples(settings: DataSettings, *, require_response: bool = True) -> L
         data_format = detect_format(raw.records[0].fields, raw.records[0].locator)
     examples = []
     for record in raw.records:
-        messages = to_messages(record.fields, data_format, record.locator)
+        messages = to_messages(record.fields, data_format, record.locator, require_response=require_response)
+        if require_response and not any(message["role"] == "assistant" for message in messages):
+            raise UserError(
+                f"{record.locator}: the conversation has no assistant turn, so no answer; answers are needed here "
+                "(prompts alone are for `tunescope generate`)"
+            )
         example_id = str(record.fields["id"]) if record.fields.get("id") is not None else str(record.row)
         examples.append(Example(example_id, messages, record.locator))
     n_records = len(examples)
