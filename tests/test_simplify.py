@@ -175,10 +175,12 @@ def test_failed_requests_are_retried_by_a_rerun_and_finished_ones_never_redone(c
         args = ["simplify", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "simple.jsonl"),
                 "--backend", "openai", "--base-url", flaky.url, "--rewriter-model", "rewriter", "--max-retries", "0",
                 "--concurrency", "1"]  # fmt: skip
-        assert main(args) == 1
+        assert main(args) == 3  # incomplete: rerun to complete
         err = capsys.readouterr().err.strip().splitlines()  # a progress line, then the one-line error
-        assert "Traceback" not in "".join(err) and err[-1].startswith("tunescope simplify: error: 5 of 10 records")
-        assert "HTTP 500" in err[-1] and "simple.part.jsonl" in err[-1]
+        assert "Traceback" not in "".join(err)
+        assert err[-1].startswith("tunescope simplify: incomplete: 5 of 10 records could not be rewritten")
+        assert "(HTTP 500: 5; first:" in err[-1]
+        assert "simple.part.jsonl" in err[-1]
         assert not (tmp_path / "simple.jsonl").exists()
         finished = read_jsonl(tmp_path / "simple.part.jsonl")[1:]
         assert len(finished) == 3 + 2  # three rewritten, plus the code and summary records that needed no request
