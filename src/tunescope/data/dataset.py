@@ -101,8 +101,8 @@ def load_examples(settings: DataSettings, *, require_response: bool = True) -> L
         messages = to_messages(record.fields, data_format, record.locator, require_response=require_response)
         if require_response and not any(message["role"] == "assistant" for message in messages):
             raise UserError(
-                f"{record.locator}: the conversation has no assistant turn, so no answer; answers are needed here "
-                "(prompts alone are for `tunescope generate`)"
+                f"{record.locator}: the conversation has no assistant turn, so no answer; this command needs an "
+                "answer in every record (prompts alone are for `tunescope generate`)"
             )
         example_id = str(record.fields["id"]) if record.fields.get("id") is not None else str(record.row)
         examples.append(Example(example_id, messages, record.locator))

@@ -101,8 +101,8 @@ def _require(fields: dict[str, Any], name: str, locator: str) -> Any:
 def _require_answer(fields: dict[str, Any], name: str, locator: str) -> Any:
     if fields.get(name) is None:
         raise UserError(
-            f"{locator}: record is missing field '{name}', its answer; answers are needed here "
-            "(prompts alone are for `tunescope generate`)"
+            f"{locator}: record is missing field '{name}', its answer; this command needs an answer in every "
+            "record (prompts alone are for `tunescope generate`)"
         )
     return fields[name]
 
