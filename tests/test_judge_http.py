@@ -50,7 +50,7 @@ def good_reply(scores):
 class ScriptedJudge:
     """An OpenAI-compatible /v1/chat/completions endpoint with scripted behaviours."""
 
-    def __init__(self, latency: float = 0.0, dialect: str = "openai"):
+    def __init__(self, latency: float = 0.0, dialect: str = "openai", port: int = 0):
         self.latency = latency
         self.dialect = dialect
         self.down: set[str] = set()  # items answered with 503 for as long as they are listed
@@ -72,7 +72,7 @@ class ScriptedJudge:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up on a slow reply
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
