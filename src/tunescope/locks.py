@@ -48,6 +48,11 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
+def is_lock_file(path: Path) -> bool:
+    """Whether ``path`` is one of the lock files (or holder descriptions) this module leaves beside outputs."""
+    return path.name.startswith(".") and path.name.endswith((".lock", ".lock.json"))
+
+
 def holder_path(target: Path) -> Path:
     """Where the process holding ``target``'s lock describes itself."""
     lock = lock_path(target)

@@ -11,7 +11,7 @@ from pydantic import Field
 from tunescope.assets import dataset_path
 from tunescope.config import Config
 from tunescope.data.formats import DataFormat, Message, detect_format, to_messages
-from tunescope.data.readers import read_dataset
+from tunescope.data.readers import FILE_SUFFIXES, read_dataset
 from tunescope.data.templates import TrainOn
 from tunescope.errors import UserError
 
@@ -74,6 +74,19 @@ def resolve_data_source(data: str) -> str:
         return data
     path = dataset_path(data)
     return str(path) if path else data
+
+
+def check_local_source(data: str, what: str) -> None:
+    """Fail at once when ``data`` names a local file (a data suffix or a path) that is not there.
+
+    Hub ids and asset names pass: they are only known missing when loaded.
+
+    Raises:
+        UserError: ``<what> <data>: data file not found``.
+    """
+    path = Path(resolve_data_source(data)).expanduser()
+    if not path.exists() and (path.suffix in FILE_SUFFIXES or data.startswith((".", "/", "~"))):
+        raise UserError(f"{what} {data}: data file not found")
 
 
 def load_examples(settings: DataSettings, *, require_response: bool = True) -> LoadedData:

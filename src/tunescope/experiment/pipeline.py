@@ -13,6 +13,7 @@ from typing import Any
 
 from tunescope.borrow import BorrowConfig, borrow
 from tunescope.data import DataSettings, load_examples
+from tunescope.data.dataset import check_local_source
 from tunescope.display import display_name
 from tunescope.errors import IncompleteRun, UserError
 from tunescope.experiment.config import DatasetSpec, ExperimentConfig
@@ -20,7 +21,7 @@ from tunescope.experiment.stages import Stage, StageRunner
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.judge import JudgeConfig, incomplete_message, judge
-from tunescope.locks import output_lock
+from tunescope.locks import is_lock_file, output_lock
 from tunescope.probe.pipeline import ProbeConfig, run_probes
 from tunescope.shift import ShiftConfig, compute_shift
 from tunescope.train import TrainConfig, train
@@ -186,7 +187,23 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
         return _run_experiment(config, Path(out).expanduser())
 
 
+def check_inputs(config: ExperimentConfig, root: Path) -> None:
+    """Refuse, before any stage runs, a grid whose local data files are missing or an ``out`` that holds something else.
+
+    Raises:
+        UserError: naming the missing file, or the occupied directory.
+    """
+    occupied = root.is_dir() and any(not is_lock_file(path) for path in root.iterdir())
+    if occupied and not (root / "experiment_config.json").is_file():
+        raise UserError(f"--out {root}: directory is not empty and is not a tunescope experiment; choose another --out")
+    for spec in config.dataset_specs():
+        for source in spec.sources:
+            check_local_source(source.data, f"dataset {spec.name}:")
+    check_local_source(config.eval.prompts, "eval.prompts:")
+
+
 def _run_experiment(config: ExperimentConfig, root: Path) -> Path:
+    check_inputs(config, root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
