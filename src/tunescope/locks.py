@@ -7,8 +7,8 @@ same output stops at once with one line naming the output and the process that h
 The lock is ``filelock``'s (an ``fcntl.flock`` on Unix), taken without waiting. The kernel drops
 a flock when its holder dies, however it dies, so a run killed with ``kill -9`` never blocks the
 next one. flock also locks across machines on NFSv4 (and other network filesystems that support
-it); on a filesystem without flock, filelock falls back to its soft lock, which a killed holder
-can leave behind (see filelock's documentation).
+it); on a filesystem without flock, filelock falls back to its own marker-file lock (filelock's
+behaviour, not tested here).
 
 The lock file is a hidden sibling of the output, ``.<name>.lock``, so that ``--overwrite``, which
 empties or replaces the output, never removes a lock another process may hold; it is left in place
