@@ -238,6 +238,8 @@ class OpenAICompatibleBackend:
         self._json_mode_memory = json_mode_memory
         self._accepted_mode: str | None = None  # auto: the mode this server accepted
         self._probing = threading.Lock()  # auto: one request finds the mode while the others wait
+        self._probes_without_reply = 0  # auto: probes that ended because the server did not answer
+        self._last_no_reply: RequestFailed | None = None
         self._max_retries = max_retries
         self._api_key = os.environ.get(api_key_env) or None
         if self._api_key is None and not _is_loopback(urlsplit(self.url).hostname):
@@ -339,11 +341,32 @@ class OpenAICompatibleBackend:
                     self._json_mode_memory.remember_json_mode(*self._memory_key(), None)
 
     def _find_mode(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Reply:
-        """Send this request in each JSON mode in turn until the server accepts one, and keep that mode."""
+        """Send this request in each JSON mode in turn until the server accepts one, and keep that mode.
+
+        Raises:
+            RequestFailed: when no reply came; requests that were waiting for this one's answer fail
+                with it at once, instead of each spending its own retries, one at a time, on a server
+                that does not answer (they are asked again by the next run).
+        """
+        failures_seen = self._probes_without_reply
         with self._probing:  # one request finds the mode; the other workers wait here, then use it
-            if self._accepted_mode is None:
-                return self._try_modes(messages, schema)
-            found = self._accepted_mode
+            if self._accepted_mode is not None:
+                found = self._accepted_mode
+            elif self._last_no_reply is not None and self._probes_without_reply > failures_seen:
+                failed = self._last_no_reply
+                raise RequestFailed(
+                    f"not sent: the server gave no reply while its JSON mode was being found ({failed})",
+                    0,
+                    reason=failed.reason,
+                )
+            else:
+                try:
+                    return self._try_modes(messages, schema)
+                except RequestFailed as err:
+                    if not err.refused:
+                        self._probes_without_reply += 1
+                        self._last_no_reply = err
+                    raise
         return self._send(messages, schema, found)
 
     def _try_modes(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Reply:
