@@ -240,6 +240,7 @@ class OpenAICompatibleBackend:
         self._probing = threading.Lock()  # auto: one request finds the mode while the others wait
         self._probes_without_reply = 0  # auto: probes that ended because the server did not answer
         self._last_no_reply: RequestFailed | None = None
+        self._mode_refused: str | None = None  # why the server refused an explicit json_mode
         self._max_retries = max_retries
         self._api_key = os.environ.get(api_key_env) or None
         if self._api_key is None and not _is_loopback(urlsplit(self.url).hostname):
@@ -310,13 +311,16 @@ class OpenAICompatibleBackend:
                 for JSON.
         """
         if self.json_mode != "auto":
+            if self._mode_refused is not None:  # a worker that picks up a request after the refusal sends nothing
+                raise BackendError(self._mode_refused)
             try:
                 return self._send(messages, schema, self.json_mode)
             except FormatRefused as err:
-                raise BackendError(
+                self._mode_refused = (
                     f"{public_url(self.url)} does not accept --json-mode {self.json_mode} ({err}); "
                     "use --json-mode auto to find a mode it accepts"
-                ) from None
+                )
+                raise BackendError(self._mode_refused) from None
         mode = self._known_mode()
         if mode is not None:
             try:
