@@ -631,7 +631,7 @@ def test_a_cache_written_before_json_modes_were_recorded_still_opens(tmp_path):
 
 def test_a_server_that_does_not_answer_is_not_probed_once_per_waiting_request(server, tmp_path):
     data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 4))
-    down = config(server, tmp_path, [data], base_url=closed_port_url(), concurrency=4, max_retries=2, backoff=0.2)
+    down = config(server, tmp_path, [data], base_url=closed_port_url(), concurrency=4, max_retries=2, backoff=0.5)
     result = judge(down)
     # One request tried to find the JSON mode (3 attempts); the three waiting for it failed with it at
     # once instead of spending their own retries one after another.

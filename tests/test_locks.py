@@ -117,7 +117,7 @@ def test_an_output_whose_parent_cannot_be_created_is_a_one_line_error(tmp_path):
 def test_two_trainings_into_one_directory(tmp_path, tiny_model_dir, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages") * 4)
     out = tmp_path / "run"
-    argv = ["train", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "40",
+    argv = ["train", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "20",
             "--batch-size", "2", "--micro-batch-size", "2", "--save-steps", "1000"]  # fmt: skip
     first = start(*argv)
     wait_until_holding(first, out)
@@ -126,8 +126,8 @@ def test_two_trainings_into_one_directory(tmp_path, tiny_model_dir, capsys):
     code, _, stderr = finish(first)
     assert code == 0, stderr[-3000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in metrics] == list(range(1, 41))  # one run's 40 steps, nothing interleaved
-    assert json.loads((out / "run.json").read_text())["steps"] == 40
+    assert [row["step"] for row in metrics] == list(range(1, 21))  # one run's 20 steps, nothing interleaved
+    assert json.loads((out / "run.json").read_text())["steps"] == 20
 
 
 def test_two_generations_into_one_file(tmp_path, tiny_model_dir, capsys):
