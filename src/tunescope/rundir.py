@@ -16,6 +16,7 @@ import yaml
 
 from tunescope.errors import UserError
 from tunescope.files import write_yaml
+from tunescope.locks import is_lock_file
 
 CONFIG_FILE = "config.yaml"
 DONE_FILE = "run.json"
@@ -61,7 +62,7 @@ def check_run_dir(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     previous = saved_config(out) if out.is_dir() else None
-    occupied = out.is_dir() and any(out.iterdir())
+    occupied = out.is_dir() and any(not is_lock_file(path) for path in out.iterdir())
     if occupied and previous is None:
         raise UserError(f"--out {out}: directory is not empty and is not a tunescope run; choose another --out")
     if resume:

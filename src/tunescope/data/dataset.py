@@ -11,7 +11,7 @@ from pydantic import Field
 from tunescope.assets import dataset_path
 from tunescope.config import Config
 from tunescope.data.formats import DataFormat, Message, detect_format, to_messages
-from tunescope.data.readers import read_dataset
+from tunescope.data.readers import FILE_SUFFIXES, read_dataset
 from tunescope.data.templates import TrainOn
 from tunescope.errors import UserError
 
@@ -77,17 +77,31 @@ def resolve_data_source(data: str) -> str:
     return str(path) if path else data
 
 
+def check_local_source(data: str, what: str) -> None:
+    """Fail at once when ``data`` names a local file (a data suffix or a path) that is not there.
+
+    Hub ids and asset names pass: they are only known missing when loaded.
+
+    Raises:
+        UserError: ``<what> <data>: data file not found``.
+    """
+    path = Path(resolve_data_source(data)).expanduser()
+    if not path.exists() and (path.suffix in FILE_SUFFIXES or data.startswith((".", "/", "~"))):
+        raise UserError(f"{what} {data}: data file not found")
+
+
 def load_examples(settings: DataSettings, *, require_response: bool = True) -> LoadedData:
     """Read, normalise, filter and subset the data named by ``settings``.
 
     Args:
         settings: Where the data is and how to read it.
-        require_response: Drop records without a non-empty assistant turn (training needs one;
-            evaluation prompts do not).
+        require_response: Every record must have an answer (an assistant turn): training needs
+            one, and a record without one is an error naming it; records whose answer is empty are
+            dropped. False reads prompts, with or without answers (see :mod:`tunescope.data.formats`).
 
     Raises:
-        UserError: for a missing source, a malformed record, an empty dataset, or a subset larger
-            than the data.
+        UserError: for a missing source, a malformed record, a record without an answer (when one is
+            required), an empty dataset, or a subset larger than the data.
     """
     source = resolve_data_source(settings.data)
     raw = read_dataset(source, settings.split)
@@ -98,7 +112,12 @@ def load_examples(settings: DataSettings, *, require_response: bool = True) -> L
         data_format = detect_format(raw.records[0].fields, raw.records[0].locator)
     examples = []
     for record in raw.records:
-        messages = to_messages(record.fields, data_format, record.locator)
+        messages = to_messages(record.fields, data_format, record.locator, require_response=require_response)
+        if require_response and not any(message["role"] == "assistant" for message in messages):
+            raise UserError(
+                f"{record.locator}: the conversation has no assistant turn, so no answer; this command needs an "
+                "answer in every record (prompts alone are for `tunescope generate`)"
+            )
         example_id = str(record.fields["id"]) if record.fields.get("id") is not None else str(record.row)
         examples.append(Example(example_id, messages, record.locator))
     n_records = len(examples)

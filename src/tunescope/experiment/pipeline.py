@@ -13,13 +13,15 @@ from typing import Any
 
 from tunescope.borrow import BorrowConfig, borrow
 from tunescope.data import DataSettings, load_examples
+from tunescope.data.dataset import check_local_source
 from tunescope.display import display_name
-from tunescope.errors import UserError
+from tunescope.errors import IncompleteRun, UserError
 from tunescope.experiment.config import DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
-from tunescope.judge import JudgeConfig, judge
+from tunescope.judge import JudgeConfig, incomplete_message, judge
+from tunescope.locks import is_lock_file, output_lock
 from tunescope.probe.pipeline import ProbeConfig, run_probes
 from tunescope.shift import ShiftConfig, compute_shift
 from tunescope.train import TrainConfig, train
@@ -105,6 +107,8 @@ def _judge_stage(config: ExperimentConfig, generations: dict[str, Stage], runner
             }
         )
         result = judge(judge_config)
+        if (incomplete := incomplete_message(result.summary, result.out)) is not None:
+            raise IncompleteRun(incomplete)  # not marked done: the next run asks only what is missing
         return {"judge": str(directory / "judge"), "stand_in": result.summary.get("stand_in_judge")}
 
     return Stage("judge", f"judge {cell}", dict(config.judge or {}), run, list(generations.values()))
@@ -174,8 +178,32 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
 
     Raises:
         UserError: when ``out`` cannot be written, or a stage rejects its input.
+        OutputBusy: when another process is running an experiment into ``out``.
+        IncompleteRun: after every other stage ran, when a stage is left incomplete (a judge
+            endpoint that did not answer every request); the manifest says which, and rerunning
+            completes it.
     """
-    root = Path(out).expanduser()
+    with output_lock(out):
+        return _run_experiment(config, Path(out).expanduser())
+
+
+def check_inputs(config: ExperimentConfig, root: Path) -> None:
+    """Refuse, before any stage runs, a grid whose local data files are missing or an ``out`` that holds something else.
+
+    Raises:
+        UserError: naming the missing file, or the occupied directory.
+    """
+    occupied = root.is_dir() and any(not is_lock_file(path) for path in root.iterdir())
+    if occupied and not (root / "experiment_config.json").is_file():
+        raise UserError(f"--out {root}: directory is not empty and is not a tunescope experiment; choose another --out")
+    for spec in config.dataset_specs():
+        for source in spec.sources:
+            check_local_source(source.data, f"dataset {spec.name}:")
+    check_local_source(config.eval.prompts, "eval.prompts:")
+
+
+def _run_experiment(config: ExperimentConfig, root: Path) -> Path:
+    check_inputs(config, root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -192,13 +220,22 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
             if stage.slug not in summaries:
                 summaries[stage.slug] = runner.execute(stage)
                 write_json(manifest, _manifest(config, cells, summaries))
+    if incomplete := [summary["label"] for summary in summaries.values() if "incomplete" in summary]:
+        raise IncompleteRun(
+            f"{len(incomplete)} stage(s) left incomplete ({', '.join(incomplete)}); the others are done and {manifest} "
+            "lists them: rerun the same command to complete the rest"
+        )
     return manifest
 
 
 def _manifest(config: ExperimentConfig, cells: list[dict[str, Any]], summaries: dict[str, dict[str, Any]]):
     return {
         "config": config.model_dump(mode="json"),
-        "complete": all(stage.slug in summaries for cell in cells for stage in cell["stages"].values()),
+        "complete": all(
+            "incomplete" not in summaries.get(stage.slug, {"incomplete": "not run"})
+            for cell in cells
+            for stage in cell["stages"].values()
+        ),
         "cells": [
             {
                 "model": cell["model"],

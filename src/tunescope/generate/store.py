@@ -132,11 +132,11 @@ def _prompt_turns(raw: dict[str, Any], locator: str) -> list[Message] | None:
     if raw.get("conversations") is not None:
         return to_messages(raw, "sharegpt", locator)
     if raw.get("instruction") is not None:
-        return to_messages({**raw, "output": ""}, "alpaca", locator)[:-1]
+        return to_messages({**raw, "output": None}, "alpaca", locator, require_response=False)
     if isinstance(raw.get("input"), str):  # just-eval's judged records
         return [{"role": "user", "content": raw["input"]}]
     if raw.get("prompt") is not None:
-        return to_messages({**raw, "completion": ""}, "prompt_completion", locator)[:-1]
+        return to_messages({**raw, "completion": None}, "prompt_completion", locator, require_response=False)
     return None
 
 

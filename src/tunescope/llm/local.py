@@ -156,6 +156,7 @@ class HFBackend:
                 usage={"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new_tokens)},
                 attempts=1,
                 latency_s=time.perf_counter() - started,
+                json_mode="schema_prefix" if prefix else "none",
             )
 
     def close(self) -> None:

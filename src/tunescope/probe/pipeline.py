@@ -32,6 +32,7 @@ from tunescope.errors import UserError
 from tunescope.facts import N_OPTIONS, ProbeQuestion, QuestionSets, question_sets, shipped_facts
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
+from tunescope.locks import output_lock
 from tunescope.models import load_model, load_tokenizer
 from tunescope.probe.forgetting import (
     ForgettingScore,
@@ -300,7 +301,13 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
 
     Raises:
         UserError: when a model cannot be loaded or the output directory cannot be written.
+        OutputBusy: when another process is writing into ``config.out``.
     """
+    with output_lock(config.out):
+        return _run_probes(config)
+
+
+def _run_probes(config: ProbeConfig) -> dict[str, Any]:
     out = Path(config.out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

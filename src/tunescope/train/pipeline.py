@@ -34,6 +34,7 @@ from tunescope.distributed import broadcast, process_state
 from tunescope.env import device_info, git_commit, package_versions
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json
+from tunescope.locks import output_lock
 from tunescope.models import ModelSource, load_model, load_tokenizer, resolve_model
 from tunescope.rundir import DONE_FILE, RunState, check_run_dir, start_run_dir
 from tunescope.train.checkpoint import latest_checkpoint
@@ -419,11 +420,17 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     Raises:
         UserError: for bad input (reported before the model is loaded where possible).
+        OutputBusy: when another process is writing into ``config.out``.
         NonFiniteLoss: when the loss becomes NaN or infinite.
     """
     # Under `accelerate launch` every process runs this function. The Trainer shares the work out
     # (DDP, FSDP or DeepSpeed, as the launcher's config says); only the main process writes files.
     process = process_state()
+    with output_lock(config.out, state=process):  # one run per directory, from its check to run.json
+        return _train(config, process, resume=resume, overwrite=overwrite)
+
+
+def _train(config: TrainConfig, process: Any, *, resume: bool, overwrite: bool) -> TrainResult:
     run_dir = Path(config.out).expanduser()
     artifact = run_dir / ("adapter" if config.method == "lora" else "model")
     resolved = config_to_dict(config)
