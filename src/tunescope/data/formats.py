@@ -5,12 +5,14 @@ Shapes (as in LLaMA-Factory, axolotl and TRL):
 * ``alpaca``: ``instruction``, optional ``input``, ``output`` (optional ``system``);
 * ``sharegpt``: ``conversations`` of ``{"from", "value"}`` turns;
 * ``messages``: OpenAI-style ``{"role", "content"}`` turns;
-* ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages.
+* ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages;
+* ``text``: a ``text`` field holding a document, for continued pre-training (no conversation).
 
-Everything downstream sees only ``messages``. Where only prompts are needed (generation), the
-answer is optional: ``{"instruction": ...}`` (AlpacaEval's and just-eval's prompt files),
-``{"prompt": ...}``, or a conversation that ends with a user turn; an answer that is there becomes
-the final assistant turn, which generation keeps as the reference.
+Everything downstream sees only ``messages``, or for ``text`` only the document (:func:`to_document`).
+Where only prompts are needed (generation), the answer is optional: ``{"instruction": ...}``
+(AlpacaEval's and just-eval's prompt files), ``{"prompt": ...}``, or a conversation that ends with a
+user turn; an answer that is there becomes the final assistant turn, which generation keeps as the
+reference.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal
 
 from tunescope.errors import UserError
 
-DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion"]
+DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
 Message = dict[str, str]
 
 # Which fields identify a shape, in the order detection tries them: the prompt's field is enough,
@@ -29,6 +31,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "sharegpt": ("conversations",),
     "alpaca": ("instruction",),
     "prompt_completion": ("prompt",),
+    "text": ("text",),
 }
 ANSWER_FIELDS = {"alpaca": "output", "prompt_completion": "completion"}
 """The answer's field in the shapes that keep it apart from the prompt."""
@@ -89,7 +92,18 @@ def to_messages(
             return prompt
         completion = _as_turns(_require_answer(fields, "completion", locator), "assistant", locator, "completion")
         return prompt + completion
+    if data_format == "text":
+        raise UserError(f"{locator}: text records are documents for continued pre-training, not conversations")
     raise UserError(f"unknown data format '{data_format}' (expected one of {', '.join(SIGNATURES)})")
+
+
+def to_document(fields: dict[str, Any], locator: str) -> str:
+    """The document of one ``text`` record, stripped of surrounding whitespace (empty when it holds none).
+
+    Raises:
+        UserError: naming the record when it has no ``text`` field or the field is not a string.
+    """
+    return _text(_require(fields, "text", locator), locator, "text").strip()
 
 
 def _require(fields: dict[str, Any], name: str, locator: str) -> Any:

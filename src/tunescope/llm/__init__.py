@@ -94,7 +94,7 @@ def backend_from_settings(
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
         device=device,
-        json_prefix=json_mode != "none",
+        constrained=json_mode != "none",
         model_flag=model_flag,
     )
 
