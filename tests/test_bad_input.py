@@ -39,6 +39,7 @@ def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         "no_output": write_jsonl(root / "no-output.jsonl", [{"id": "x", "instruction": "q"}]),
         "oov": write_jsonl(root / "oov.jsonl", [{"id": "x", "prompt_token_ids": [5], "output_token_ids": [7, 99999]}]),
         "text": root / "notes.txt",
+        "word": root / "notes.docx",
         "a_file": root / "a-file",
         "dir": root / "a-directory",
         "unknown_key": root / "unknown.yaml",
@@ -47,6 +48,7 @@ def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     paths["empty"].write_text("")
     paths["blank"].write_text("\n\n")
     paths["text"].write_text("just some notes\n")
+    paths["word"].write_text("not a format tunescope reads\n")
     paths["a_file"].write_text("not a directory")
     paths["dir"].mkdir()
     paths["unknown_key"].write_text("no_such_setting: 1\n")
@@ -84,7 +86,9 @@ CASES = {
         ["generate", "--model", M, "--data", f("odd"), "--out", "OUT.jsonl"],
         ["odd.jsonl line 1", "cannot detect the data format", "--format"]),
     "generate: unknown file type": (
-        ["generate", "--model", M, "--data", f("text"), "--out", "OUT.jsonl"], ["notes.txt", "unknown data file type"]),
+        ["generate", "--model", M, "--data", f("word"), "--out", "OUT.jsonl"], ["notes.docx", "unknown data file type"]),
+    "generate: documents are not prompts": (
+        ["generate", "--model", M, "--data", f("text"), "--out", "OUT.jsonl"], ["notes.txt", "not prompts"]),
     "generate: a directory that is no dataset": (
         ["generate", "--model", M, "--data", f("dir"), "--out", "OUT.jsonl"], ["a-directory", "cannot load"]),
     "generate: output is not jsonl": (

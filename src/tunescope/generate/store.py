@@ -190,6 +190,8 @@ def read_responses(path: str | Path) -> list[ResponseRecord]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: responses file not found")
+    if path.suffix == ".txt":  # the data readers take .txt as documents for continued pre-training
+        raise UserError(f"{path}: unknown responses file type (expected .jsonl, .json or .parquet)")
     records: list[ResponseRecord] = []
     seen: dict[str, str] = {}
     for raw in read_dataset(str(path)).records:
