@@ -40,7 +40,7 @@ def write_experiment(root: Path, borrow: bool = False) -> Path:
             "monitor_examples": 2, "monitor_tokens": 4, "save_steps": 2,
         },
         "eval": {"prompts": str(root / "prompts.jsonl"), "max_new_tokens": 8},
-        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 16, "limit": 2},
+        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 320, "limit": 2},
         "probes": {"max_questions": 8, "passages": 2},
         "borrow": borrow,
     }  # fmt: skip
@@ -124,9 +124,9 @@ def test_report_json_is_data_with_a_rule_and_numbers_behind_every_verdict(finish
     assert verdicts["judge"] == "not tested"  # a tiny stand-in judge never gets a verdict
     assert verdicts["style"] != "not tested"  # from both runs' per-response counts in borrow.json
     assert verdicts["kl"] != "not tested" and verdicts["forgetting"] != "not tested"
-    # The tiny model's answers have no word at an unshifted position, so there is nothing to compare.
+    # The tiny model's four answers have few words at unshifted positions: nothing to decide from.
     borrowed = next(f for f in report["findings"] if f["key"] == "borrowed")
-    assert borrowed["verdict"] == "not tested" and "no words" in borrowed["reason"]
+    assert borrowed["verdict"] in ("not tested", "inconclusive") and borrowed["reason"]
     [cell] = report["cells"]
     assert [f["key"] for f in cell["findings"]] == ["kl", "unshifted", "initiation", "knowledge", "forgetting",
                                                     "judge", "style", "borrowed"]  # fmt: skip
