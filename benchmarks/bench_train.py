@@ -17,7 +17,7 @@ machine's speed affects them alike, after one uncounted warm-up round; medians a
 ratios against plain TRL. Each run's per-step losses are kept and compared with TRL's.
 
     python benchmarks/bench_train.py [--cases gemma-lora gemma-full smollm2-lora] [--examples N] [--repeats N]
-        [--warmup N] [--arms tunescope trl trl-padding-free] [--out FILE]
+        [--micro-batch-size N] [--warmup N] [--threads N] [--arms tunescope trl trl-padding-free] [--out FILE]
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def run_arm(case: Case, arm: str, out: Path) -> dict:
 
 def run_in_fresh_process(case_name: str, case: Case, arm: str, workdir: Path) -> dict:
     command = [sys.executable, __file__, "--child", arm, "--cases", case_name, "--workdir", str(workdir),
-               "--examples", str(case.examples)]  # fmt: skip
+               "--examples", str(case.examples), "--micro-batch-size", str(case.micro_batch_size)]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if case.threads:
         env.update(OMP_NUM_THREADS=str(case.threads), MKL_NUM_THREADS=str(case.threads))
@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--examples", type=int, help="override every case's number of examples")
     parser.add_argument("--repeats", type=int, help="override every case's number of counted rounds")
+    parser.add_argument(
+        "--micro-batch-size", type=int, help="override every case's micro-batch (of the 8 examples of each step: 4)"
+    )
     parser.add_argument("--warmup", type=int, help="override every case's number of uncounted warm-up rounds (1)")
     parser.add_argument(
         "--threads",
@@ -253,7 +256,10 @@ def main() -> None:
 
     def configured(name: str) -> Case:
         case = CASES[name]
-        overrides = {"examples": args.examples, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads}
+        overrides = {
+            "examples": args.examples, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+            "micro_batch_size": args.micro_batch_size,
+        }  # fmt: skip
         if args.arms and not args.child:
             overrides["arms"] = tuple(arm for arm in case.arms if arm in args.arms or arm == "trl")
         return Case(**{**asdict(case), **{key: value for key, value in overrides.items() if value is not None}})
