@@ -12,9 +12,12 @@ inherits another's allocator or caches. Two clocks: the training loop alone (``t
 and the whole job (load the model, prepare the data, train, save, and for tunescope also the
 metrics log, plot and provenance). Throughput is the number of non-padding tokens in the epoch
 divided by the time. The loop is also timed in CPU seconds of the process, which count the work
-whatever else shares the machine. Within a case the arms alternate in A B B A order so that drift in the
-machine's speed affects them alike, after one uncounted warm-up round; medians are reported, with
-ratios against plain TRL. Each run's per-step losses are kept and compared with TRL's.
+whatever else shares the machine, as long as each run has its cores to itself or runs one thread
+(``--threads 1``): with more threads than free cores, OpenMP threads spin while they wait for each
+other. Within a case the arms alternate in A B B A order so that drift in the machine's speed
+affects them alike, after ``--warmup`` uncounted rounds; medians are reported, with ratios against
+plain TRL, and each round's CPU-second ratio. Each run's per-step losses are kept and compared
+with TRL's.
 
     python benchmarks/bench_train.py [--cases gemma-lora gemma-full smollm2-lora] [--examples N] [--repeats N]
         [--micro-batch-size N] [--warmup N] [--threads N] [--arms tunescope trl trl-padding-free] [--out FILE]
@@ -222,6 +225,14 @@ def bench_case(name: str, case: Case, workdir: Path) -> dict:
         "whole_job_tokens_per_s": job_rate,
         "ratio_training_loop": {arm: round(loop_rate[arm] / loop_rate["trl"], 3) for arm in case.arms},
         "ratio_training_loop_cpu": {arm: round(loop_cpu_rate[arm] / loop_cpu_rate["trl"], 3) for arm in case.arms},
+        # Each round's ratio, from the two runs made back to back in that round: the spread of the medians.
+        "ratio_training_loop_cpu_per_round": {
+            arm: [
+                round(plain["loop_cpu_s"] / run["loop_cpu_s"], 3)
+                for run, plain in zip(runs[arm], runs["trl"], strict=True)
+            ]
+            for arm in case.arms
+        },
         "ratio_whole_job": {arm: round(job_rate[arm] / job_rate["trl"], 3) for arm in case.arms},
         "peak_rss_mb": {arm: median(arm, "peak_rss_mb") for arm in case.arms},
         "losses_trl": [round(loss, 5) for loss in reference],
