@@ -12,11 +12,15 @@ inherits another's allocator or caches. Two clocks: the training loop alone (``t
 and the whole job (load the model, prepare the data, train, save, and for tunescope also the
 metrics log, plot and provenance). Throughput is the number of non-padding tokens in the epoch
 divided by the time. The loop is also timed in CPU seconds of the process, which count the work
-whatever else shares the machine. Within a case the arms alternate in A B B A order so that drift in the
-machine's speed affects them alike, after one uncounted warm-up round; medians are reported, with
-ratios against plain TRL. Each run's per-step losses are kept and compared with TRL's.
+whatever else shares the machine, as long as each run has its cores to itself or runs one thread
+(``--threads 1``): with more threads than free cores, OpenMP threads spin while they wait for each
+other. Within a case the arms alternate in A B B A order so that drift in the machine's speed
+affects them alike, after ``--warmup`` uncounted rounds; medians are reported, with ratios against
+plain TRL, and each round's CPU-second ratio. Each run's per-step losses are kept and compared
+with TRL's.
 
-    python benchmarks/bench_train.py [--cases gemma-lora gemma-full smollm2-lora] [--repeats N] [--out FILE]
+    python benchmarks/bench_train.py [--cases gemma-lora gemma-full smollm2-lora] [--examples N] [--repeats N]
+        [--micro-batch-size N] [--warmup N] [--threads N] [--arms tunescope trl trl-padding-free] [--out FILE]
 """
 
 from __future__ import annotations
@@ -50,17 +54,21 @@ class Case:
     examples: int
     repeats: int
     arms: tuple[str, ...] = ("tunescope", "trl")
+    warmup: int = 1
+    threads: int | None = None
+    """Torch threads per run; None: torch's default (one per core)."""
     max_length: int = 256
     batch_size: int = 8
     micro_batch_size: int = 4
     data: str = "chitchat"
 
 
-# Gemma's full fine-tuning (fp32 AdamW over 268M parameters) is the slowest; it gets fewer rounds.
+# Sized for a 2-core machine shared with other jobs: 16 examples (two optimizer steps of 8), few rounds.
+# Gemma's full fine-tuning (fp32 AdamW over 268M parameters) is the slowest; it gets one round.
 CASES = {
-    "gemma-lora": Case("gemma3-270m", "lora", 32, 4, ("tunescope", "trl", "trl-padding-free")),
-    "gemma-full": Case("gemma3-270m", "full", 32, 2),
-    "smollm2-lora": Case("smollm2", "lora", 32, 4),
+    "gemma-lora": Case("gemma3-270m", "lora", 16, 2, ("tunescope", "trl", "trl-padding-free")),
+    "smollm2-lora": Case("smollm2", "lora", 16, 2),
+    "gemma-full": Case("gemma3-270m", "full", 16, 1),
 }
 
 
@@ -160,8 +168,11 @@ def run_arm(case: Case, arm: str, out: Path) -> dict:
 
 def run_in_fresh_process(case_name: str, case: Case, arm: str, workdir: Path) -> dict:
     command = [sys.executable, __file__, "--child", arm, "--cases", case_name, "--workdir", str(workdir),
-               "--examples", str(case.examples)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+               "--examples", str(case.examples), "--micro-batch-size", str(case.micro_batch_size)]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if case.threads:
+        env.update(OMP_NUM_THREADS=str(case.threads), MKL_NUM_THREADS=str(case.threads))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{case_name}/{arm} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -184,15 +195,16 @@ def bench_case(name: str, case: Case, workdir: Path) -> dict:
     if truncated:
         sys.exit(f"{name}: {truncated} examples exceed max_length; padding-free TRL would not truncate them")
     runs: dict[str, list[dict]] = {arm: [] for arm in case.arms}
-    # Round 0 warms up (page cache, first-use kernel selection) and is not counted.
-    for repeat in range(case.repeats + 1):
+    # The first `warmup` rounds (page cache, first-use kernel selection) are not counted. Every arm runs in a
+    # fresh process, so on a busy machine a warm-up round buys little beyond a warm page cache.
+    for repeat in range(case.warmup + case.repeats):
         order = list(case.arms) if repeat % 2 == 0 else list(reversed(case.arms))
         for arm in order:
             result = run_in_fresh_process(name, case, arm, workdir)
             print(f"{name} round {repeat} {arm}: loop {result['loop_s']:.1f} s ({result['loop_cpu_s']:.1f} CPU s), "
                   f"peak {result['peak_rss_mb']:.0f} MiB, load {load_average()[0]}",
                   file=sys.stderr, flush=True)  # fmt: skip
-            if repeat:
+            if repeat >= case.warmup:
                 runs[arm].append(result)
 
     def median(arm: str, key: str) -> float:
@@ -213,6 +225,14 @@ def bench_case(name: str, case: Case, workdir: Path) -> dict:
         "whole_job_tokens_per_s": job_rate,
         "ratio_training_loop": {arm: round(loop_rate[arm] / loop_rate["trl"], 3) for arm in case.arms},
         "ratio_training_loop_cpu": {arm: round(loop_cpu_rate[arm] / loop_cpu_rate["trl"], 3) for arm in case.arms},
+        # Each round's ratio, from the two runs made back to back in that round: the spread of the medians.
+        "ratio_training_loop_cpu_per_round": {
+            arm: [
+                round(plain["loop_cpu_s"] / run["loop_cpu_s"], 3)
+                for run, plain in zip(runs[arm], runs["trl"], strict=True)
+            ]
+            for arm in case.arms
+        },
         "ratio_whole_job": {arm: round(job_rate[arm] / job_rate["trl"], 3) for arm in case.arms},
         "peak_rss_mb": {arm: median(arm, "peak_rss_mb") for arm in case.arms},
         "losses_trl": [round(loss, 5) for loss in reference],
@@ -229,6 +249,17 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--examples", type=int, help="override every case's number of examples")
     parser.add_argument("--repeats", type=int, help="override every case's number of counted rounds")
+    parser.add_argument(
+        "--micro-batch-size", type=int, help="override every case's micro-batch (of the 8 examples of each step: 4)"
+    )
+    parser.add_argument("--warmup", type=int, help="override every case's number of uncounted warm-up rounds (1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per run. On a machine shared with other jobs, 1 keeps CPU seconds a measure of work: "
+        "with more threads than free cores, OpenMP threads spin at every barrier while their partner waits for a core",
+    )
+    parser.add_argument("--arms", nargs="+", help="run only these of a case's arms (plain TRL, the reference, always)")
     parser.add_argument("--out", type=Path, help="also write the results here (JSON)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one arm once in this process
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -236,17 +267,27 @@ def main() -> None:
 
     def configured(name: str) -> Case:
         case = CASES[name]
-        overrides = {"examples": args.examples, "repeats": args.repeats}
+        overrides = {
+            "examples": args.examples, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+            "micro_batch_size": args.micro_batch_size,
+        }  # fmt: skip
+        if args.arms and not args.child:
+            overrides["arms"] = tuple(arm for arm in case.arms if arm in args.arms or arm == "trl")
         return Case(**{**asdict(case), **{key: value for key, value in overrides.items() if value is not None}})
 
     if args.child:
+        if os.environ.get("OMP_NUM_THREADS"):
+            import torch
+
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         print(json.dumps(run_arm(configured(args.cases[0]), args.child, args.workdir / args.child)))
         return
 
     import torch
 
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads or torch.get_num_threads()} torch "
+        f"threads per run, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}",
         "cases": {},
     }
