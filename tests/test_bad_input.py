@@ -86,7 +86,8 @@ CASES = {
         ["generate", "--model", M, "--data", f("odd"), "--out", "OUT.jsonl"],
         ["odd.jsonl line 1", "cannot detect the data format", "--format"]),
     "generate: unknown file type": (
-        ["generate", "--model", M, "--data", f("word"), "--out", "OUT.jsonl"], ["notes.docx", "unknown data file type"]),
+        ["generate", "--model", M, "--data", f("word"), "--out", "OUT.jsonl"],
+        ["notes.docx", "unknown data file type"]),
     "generate: documents are not prompts": (
         ["generate", "--model", M, "--data", f("text"), "--out", "OUT.jsonl"], ["notes.txt", "not prompts"]),
     "generate: a directory that is no dataset": (

@@ -317,7 +317,7 @@ def test_an_interrupted_shift_rescores_only_the_missing_batches(tmp_path, tuned,
 
 def judge_args(tuned, out):
     return ["judge", "--responses", tuned / "responses.jsonl", "--judge-model", tuned / "adapter", "--max-tokens",
-            "6", "--no-cache", "--bootstrap-samples", "50", "--no-plots", "--out", out]  # fmt: skip
+            "320", "--no-cache", "--bootstrap-samples", "50", "--no-plots", "--out", out]  # fmt: skip
 
 
 def judgements(out):
