@@ -212,13 +212,21 @@ def test_the_learning_rate_pair_is_lora_at_full_fine_tunings_rate_and_above_it_a
     assert "needs a trained full arm" in learning_rate_pair(cell_with(own, at_full))
 
 
-def test_a_grid_without_the_arms_has_every_arm_finding_not_tested_with_its_rule():
-    findings = all_findings([cell_with(run("lora", "lora", "lora"), run("full", "full", "full"))], FAST)
+def test_arm_findings_appear_when_the_grid_has_arms_and_say_what_is_missing():
+    plain = all_findings([cell_with(run("lora", "lora", "lora"), run("full", "full", "full"))], FAST)
+    assert [finding.claim.key for finding in plain.headline] == [key for key in CLAIMS if key not in ARM_KEYS]
+    assert all(len(findings) == 8 for findings in plain.by_cell)
+    swept = cell_with(
+        run("lora", "lora", "lora"), run("full", "full", "full"), run("lora-r2", "lora", "lora", lora_r=2)
+    )
+    findings = all_findings([swept], FAST)
     by_key = {finding.claim.key: finding for finding in findings.headline}
-    assert list(by_key) == list(CLAIMS)
+    assert list(by_key) == list(CLAIMS) and [f.claim.key for f in findings.by_cell[0]][-5:] == list(ARM_KEYS)
     for key in ARM_KEYS:
         assert by_key[key].verdict == "not tested" and by_key[key].decision.reason, key
         assert by_key[key].to_json()["rule"]
+    assert by_key["nft_shift"].decision.reason == "needs an nft arm and a full arm"
+    assert "shift results" in by_key["lora_rank"].decision.reason  # the rank sweep is there; its shift is not
 
 
 def probe_entry(correct, taught):

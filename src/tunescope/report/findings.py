@@ -1159,10 +1159,22 @@ def check_cpt_knowledge(
 
 CELL_CHECKS: tuple[Callable[[Cell, Settings], Finding], ...] = (
     kl_finding, unshifted_finding, initiation_finding, knowledge_finding, forgetting_finding, judge_finding,
-    style_finding, borrowed_finding, nft_shift_finding, nft_judge_finding, rank_finding, learning_rate_finding,
-    cpt_knowledge_finding,
+    style_finding, borrowed_finding,
 )  # fmt: skip
 """The findings measured within one cell (one model, dataset and training-set size)."""
+ARM_CHECKS: tuple[Callable[[Cell, Settings], Finding], ...] = (
+    nft_shift_finding, nft_judge_finding, rank_finding, learning_rate_finding, cpt_knowledge_finding,
+)  # fmt: skip
+"""The findings that compare arms within one cell; checked when the grid has arms beyond plain lora and full."""
+ARM_CLAIMS = ("nft_shift", "nft_judge", "lora_rank", "lora_lr", "cpt_knowledge")
+"""The claims :data:`ARM_CHECKS` decide (keys of :data:`CLAIMS`)."""
+
+
+def has_arms(cells: list[Cell]) -> bool:
+    """Whether the grid has arms beyond plain lora and full (nft, cpt+, sweeps, named arms): then they are compared."""
+    return any(name not in ("lora", "full") for cell in cells for name in cell.runs)
+
+
 SERIES_CHECKS: tuple[Callable[[list[Cell], Settings], list[Finding]], ...] = (size_findings,)
 """The findings measured across the cells of a series (one model and dataset, several sizes)."""
 
@@ -1172,7 +1184,8 @@ class Findings:
     """Every finding of a report."""
 
     headline: list[Finding]
-    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it."""
+    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it (the
+    arm comparisons only when the grid has arms beyond plain lora and full)."""
     by_cell: list[list[Finding]]
     """Per cell (in grid order), its own findings."""
     series: list[Finding] = field(default_factory=list)
@@ -1182,11 +1195,13 @@ class Findings:
 def all_findings(cells: list[Cell], settings: Settings | None = None) -> Findings:
     """Check every claim in every cell; the headline takes, per claim, the first cell that can test it."""
     settings = settings or Settings()
-    by_cell = [[check(cell, settings) for check in CELL_CHECKS] for cell in cells]
+    # A grid of plain lora and full arms has nothing to compare them with: its report lists the paper's claims only.
+    checks = CELL_CHECKS + ARM_CHECKS if has_arms(cells) else CELL_CHECKS
+    by_cell = [[check(cell, settings) for check in checks] for cell in cells]
     series = [finding for check in SERIES_CHECKS for finding in check(cells, settings)]
     everything = [finding for findings in by_cell for finding in findings] + series
     headline = []
-    for key in CLAIMS:
+    for key in CLAIMS if checks != CELL_CHECKS else [key for key in CLAIMS if key not in ARM_CLAIMS]:
         candidates = [finding for finding in everything if finding.claim.key == key]
         if not candidates:
             candidates = [untested(CLAIMS[key], {}, "no cell in this experiment")]
