@@ -269,3 +269,41 @@ def test_arms_come_from_the_manifest_with_their_labels_and_an_older_manifest_sti
     old = manifest_arms({"config": {"methods": ["lora", "full"]}})
     assert [(arm["name"], arm["method"]) for arm in old] == [("lora", "lora"), ("full", "full")]
     assert arm_label(MethodRun("lora-r2", read[0])) == "lora r=2" and arm_label(MethodRun("full")) == "full"
+
+
+def knowledge_probe(tmp_path, lora_taught):
+    """A probe of base, lora and full; full knows every fact, lora only what it is planted with (below)."""
+    n = len(lora_taught)
+    sets = {name: {"correct": outcomes(n // 4, n)} for name in ("control", "training_wording")}
+    sets["facts"] = {"correct": [False] * 20 + [True] * 20 + [False] * (n - 40)}  # the base: right on 20-39
+    lora_sets = {**sets, "facts": {"correct": [True] * 40 + [False] * (n - 40)}}  # lora: on 0-39
+    full_sets = {name: {"correct": [True] * n} for name in sets}
+    runs = [run("lora", "lora", "lora"), run("full", "full", "full")]
+    for r in runs:
+        r.train_dir = tmp_path / r.method
+        r.train_dir.mkdir(exist_ok=True)
+    cell = cell_with(*runs)
+    cell.probe = {
+        "schema_version": 3, "base": "smollm2", "chance": 0.25, "facts_taught": True,
+        "models": {
+            "smollm2": {"taught": None, "sets": sets},
+            str(tmp_path / "lora"): {"taught": lora_taught, "sets": lora_sets},
+            str(tmp_path / "full"): {"taught": lora_taught, "sets": full_sets},
+        },
+    }  # fmt: skip
+    return cell
+
+
+def test_the_knowledge_finding_keeps_only_the_questions_the_lora_run_was_taught(tmp_path):
+    from tunescope.report.findings import knowledge_finding
+
+    # The questions also cover facts only another arm was taught (cpt+lora's articles): LoRA was taught the
+    # last 60 of 80, where it answers as the base does, so it learnt nothing of what it was taught.
+    n = 80
+    found = knowledge_finding(knowledge_probe(tmp_path, [index >= 20 for index in range(n)]), FAST)
+    assert found.decision.estimate.n == 60 and found.verdict == "reproduced"
+    # Over all 80, LoRA gains 20 questions it was never taught (a planted artefact): not the claim's question.
+    everything = knowledge_finding(knowledge_probe(tmp_path, [True] * n), FAST)
+    assert everything.decision.estimate.n == 80 and everything.verdict == "not reproduced"
+    none = knowledge_finding(knowledge_probe(tmp_path, [False] * n), FAST)
+    assert none.verdict == "not tested" and "taught none" in none.decision.reason

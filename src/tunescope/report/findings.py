@@ -547,9 +547,20 @@ def knowledge_finding(cell: Cell, settings: Settings) -> Finding:
         return untested(claim, where, f"the probed runs were not taught fictional facts: {cell.probe.get('note')}")
     if "base" not in models or "lora" not in models:
         return untested(claim, where, "needs the probe of the base model and of a LoRA run")
+    # In a grid with arms the questions cover every arm's taught facts (a cpt+lora arm's articles, say); this claim
+    # is about the facts the LoRA run itself was taught (probe.json v3 says which; item i of every set is matched).
+    taught = models["lora"].get("taught")
+    keep = [index for index, was_taught in enumerate(taught) if was_taught] if taught is not None else None
+    if keep is not None and not keep:
+        return untested(claim, where, "the LoRA run was taught none of the facts the probe asked about")
     correct = {
-        method: {name: entry["sets"][name]["correct"] for name in ("facts", "control", "training_wording")}
+        method: {
+            name: [values[i] for i in keep] if keep is not None else values
+            for name in ("facts", "control", "training_wording")
+            for values in [entry["sets"][name]["correct"]]
+        }
         for method, entry in models.items()
+        if method in ("base", "lora", "full")
     }
     return check_knowledge(correct, float(cell.probe.get("chance", 0.25)), where)
 
