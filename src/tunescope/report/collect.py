@@ -140,7 +140,7 @@ def learning_rate(run: MethodRun) -> float | None:
 
 
 def probe_results(cell: Cell) -> dict[str, dict[str, Any]]:
-    """The probe's entries by method ('base' for the base model); probe.json is keyed by model path."""
+    """The probe's entries by arm name ('base' for the base model); probe.json is keyed by model path."""
     if not cell.probe:
         return {}
     models = cell.probe["models"]
