@@ -85,8 +85,12 @@ def test_arms_expand_with_readable_names_and_their_settings():
     assert arms["lora-lr5e-5"].settings == {"lora_learning_rate": 5e-5}
     assert arms["long-lr2e-4"].settings == {"epochs": 5, "full_learning_rate": 2e-4}
     assert arms["cpt+full"].describe() == {
-        "name": "cpt+full", "kind": "cpt+full", "method": "full", "settings": {}, "parent": "cpt"
+        "name": "cpt+full", "label": "cpt+full", "kind": "cpt+full", "method": "full", "settings": {}, "parent": "cpt"
     }  # fmt: skip
+    # The report's labels: the kind and each value set for the arm, or the name given to it.
+    labels = {name: arm.label for name, arm in arms.items()}
+    assert labels["lora-r2"] == "lora r=2" and labels["lora-lr5e-5"] == "lora lr=5e-5"
+    assert labels["long-lr1e-5"] == "long lr=1e-5" and labels["nft"] == "nft"
     assert [arm.name for arm in expand_arm("full")] == ["full"]
 
 
@@ -132,7 +136,8 @@ def write_arms_experiment(root: Path) -> Path:
     config = {
         "models": [str(root / "model")],
         "methods": ["lora", "cpt+lora", "cpt+full", {"arm": "lora", "lora_r": [2]}],
-        "cpt": {"data": str(root / "notes.txt"), "method": "lora", "train": {"epochs": 2, "max_length": 32}},
+        # 12 encyclopedia articles: with the 40 facts rows, enough taught values of each attribute for questions.
+        "cpt": {"data": "facts-text", "subset_size": 12, "method": "lora", "train": {"epochs": 2, "max_length": 32}},
         "datasets": [
             {"name": "mix", "sources": [{"data": str(root / "train.jsonl")}, {"data": "facts", "subset_size": 40}]}
         ],
@@ -185,3 +190,24 @@ def test_an_experiment_runs_every_arm_with_every_stage_and_resumes(tmp_path, cap
     assert main(["experiment", str(config), "--out", str(out), "--no-report"]) == 0
     progress = capsys.readouterr().err
     assert "..." not in progress and progress.count("finished earlier, skipped") == len(stages)
+
+    # The report: every arm in its tables, by its label, with the settings it trained with, and the findings that
+    # compare arms decided where the grid has them, named as not tested (with why) where it does not.
+    assert main(["report", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    [cell] = report["cells"]
+    arms = {arm["arm"]: arm for arm in cell["arms"]}
+    assert [arm["label"] for arm in cell["arms"]] == ["lora", "cpt+lora", "cpt+full", "lora r=2"]
+    assert arms["lora-r2"]["lora_r"] == 2 and arms["lora"]["lora_r"] == 8 and arms["cpt+full"]["lora_r"] is None
+    assert arms["cpt+lora"]["parent"] == "cpt" and arms["cpt+full"]["method"] == "full"
+    assert arms["lora"]["learning_rate"] == 3e-2 and arms["cpt+full"]["learning_rate"] == 1e-2
+    assert {row["arm"] for row in cell["shift"]} == {row["arm"] for row in cell["training"]} == set(names)
+    assert cell["labels"]["lora-r2"] == "lora r=2" and set(cell["probe"]["models"]) == {"base", *names}
+    findings = {finding["key"]: finding for finding in cell["findings"]}
+    cpt = findings["cpt_knowledge"]
+    assert cpt["verdict"] != "not tested" and cpt["cell"]["methods"] == ["base", "lora", "cpt+lora"]
+    assert cpt["n"] == len(probe["sets"]["facts"]["ids"]) and cpt["effect"]["ci95"] is not None
+    assert findings["lora_rank"]["verdict"] == "not tested" and "needs a full arm" in findings["lora_rank"]["reason"]
+    assert findings["nft_shift"]["reason"] == "needs an nft arm and a full arm"
+    html = (out / "report.html").read_text()
+    assert "lora r=2" in html and "<h3>Arms</h3>" in html and "continued pre-training (cpt stage)" in html

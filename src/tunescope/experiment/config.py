@@ -32,7 +32,7 @@ ArmKind = Literal["lora", "full", "nft", "cpt+lora", "cpt+full"]
 ARM_METHODS: dict[str, Method] = {"lora": "lora", "full": "full", "nft": "full", "cpt+lora": "lora", "cpt+full": "full"}
 """Each arm kind's tuning method (what its adapter or model is)."""
 SWEPT = {"lora_r": "r", "learning_rate": "lr", "neftune_noise_alpha": "noise"}
-"""Arm settings that may be swept, and the prefix each value gets in the arm's name."""
+"""Arm settings that may be swept, and the prefix each value gets in the arm's name (and, with '=', its label)."""
 
 
 class DataSource(Config):
@@ -121,11 +121,14 @@ class Arm:
     """TrainConfig settings of this arm on top of the grid's (empty for plain lora and full)."""
     continued_pretraining: bool
     """Whether it trains on top of the grid's continued pre-training run (the ``cpt`` stage) of its model."""
+    label: str = ""
+    """How the report names it: the kind and the values set for it (``lora r=2``), or its given name."""
 
     def describe(self) -> dict[str, Any]:
         """For the manifest: what the report needs to group and compare arms."""
         return {
             "name": self.name,
+            "label": self.label or self.name,
             "kind": self.kind,
             "method": self.method,
             "settings": self.settings,
@@ -153,20 +156,18 @@ def expand_arm(spec: str | ArmSpec) -> list[Arm]:
     else:
         base = {}
     swept = {key: value if isinstance(value, list) else [value] for key, value in given.items()}
+    # A named arm names itself: only the values it sweeps are added to its name and label.
+    shown = [key for key in swept if spec.name is None or isinstance(given[key], list)]
     arms = []
     for values in itertools.product(*swept.values()):
         chosen = dict(zip(swept, values, strict=True))
-        named = [
-            f"{SWEPT[key]}{_value_name(value)}"
-            for key, value in chosen.items()
-            if spec.name is None or isinstance(given[key], list)
-        ]
-        name = "-".join([spec.name or spec.arm, *named])
+        name = "-".join([spec.name or spec.arm, *(f"{SWEPT[key]}{_value_name(chosen[key])}" for key in shown)])
+        label = " ".join([spec.name or spec.arm, *(f"{SWEPT[key]}={_value_name(chosen[key])}" for key in shown)])
         settings = {**base, **spec.train}
         for key, value in chosen.items():
             # The grid's method-specific rate would win over a plain learning_rate, so set the method's own.
             settings[f"{method}_learning_rate" if key == "learning_rate" else key] = value
-        arms.append(Arm(name, spec.arm, method, settings, spec.arm.startswith("cpt+")))
+        arms.append(Arm(name, spec.arm, method, settings, spec.arm.startswith("cpt+"), label))
     return arms
 
 

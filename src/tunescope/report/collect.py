@@ -29,10 +29,12 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class MethodRun:
-    """One tuned model of a cell and everything measured on it."""
+    """One tuned model of a cell (one arm of the grid) and everything measured on it."""
 
     method: str
-    """lora or full."""
+    """The arm's name: lora, full, nft, cpt+lora, lora-r2, ... (the key of its stages in the manifest)."""
+    arm: dict[str, Any] = field(default_factory=dict)
+    """The arm as the manifest describes it: name, label, kind, method (lora or full), settings, parent."""
     train_dir: Path | None = None
     """The training run directory."""
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -89,8 +91,9 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
     for entry in manifest["cells"]:
         cell = Cell(entry["model"], entry["dataset"], entry["subset_size"])
         stages = entry["stages"]
-        for method in manifest["config"]["methods"]:
-            run = MethodRun(method)
+        for arm in manifest_arms(manifest):
+            method = arm["name"]
+            run = MethodRun(method, arm)
             if trained := stages.get(f"{method}/train"):
                 run.train_dir = root / trained["dir"]
                 run.metrics = _jsonl(run.train_dir / "metrics.jsonl")
@@ -112,8 +115,32 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
     return manifest, cells
 
 
+def manifest_arms(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiment's arms as the manifest describes them (a manifest from before arms: its methods)."""
+    if "arms" in manifest:
+        return [{**arm, "label": arm.get("label") or arm["name"]} for arm in manifest["arms"]]
+    return [
+        {"name": method, "label": method, "kind": method, "method": method, "settings": {}, "parent": None}
+        for method in manifest["config"]["methods"]
+    ]
+
+
+def arm_label(run: MethodRun) -> str:
+    """How tables and figures name an arm: ``lora``, ``nft``, ``lora r=2``, ``lora lr=5e-5``."""
+    return str(run.arm.get("label") or run.method)
+
+
+def learning_rate(run: MethodRun) -> float | None:
+    """The learning rate the arm trained with (its method's own rate, else the shared one); None before training."""
+    if not run.config:
+        return None
+    method = run.config.get("method", run.arm.get("method"))
+    rate = run.config.get(f"{method}_learning_rate") or run.config.get("learning_rate")
+    return float(rate) if rate else None
+
+
 def probe_results(cell: Cell) -> dict[str, dict[str, Any]]:
-    """The probe's entries by method ('base' for the base model); probe.json is keyed by model path."""
+    """The probe's entries by arm name ('base' for the base model); probe.json is keyed by model path."""
     if not cell.probe:
         return {}
     models = cell.probe["models"]

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tunescope.display import display_name
-from tunescope.report.collect import Cell, MethodRun, probe_results
+from tunescope.report.collect import Cell, MethodRun, learning_rate, probe_results
 from tunescope.report.items import PerItem, borrow_counts, judge_items, matched, response_sums
 from tunescope.shift.summary import initiation_ratio
 from tunescope.stats import (
@@ -62,6 +62,16 @@ shown without an interval and the verdict is inconclusive. Score intervals (accu
 SIZE_MARGIN = 0.10
 """Equivalence margin of "more data barely changes LoRA's shift": LoRA's KL may change by at most 10% of full
 fine-tuning's mean KL (same model and data) per tenfold more training data (docs/method.md#findings)."""
+NFT_SHIFT_MARGIN = 0.20
+"""Equivalence margin of "NEFTune leaves full fine-tuning's shift as it is": NFT's mean KL within ±20% of full
+fine-tuning's. In the paper's Fig. 1 LoRA's KL is 40–85% below full's, so a NEFTune that closed even a third of
+that gap would fall outside the margin."""
+NFT_JUDGE_MARGIN = 0.25
+"""Equivalence margin of "NEFTune's answers score no better than full fine-tuning's": ±0.25 judge points (1–5),
+a third of the paper's LoRA − full gap (3.14 − 2.42) and over ten times its NFT − full difference (−0.02)."""
+RANK_MARGIN = 0.10
+"""Equivalence margin of "LoRA's rank makes no substantial change": the largest and the smallest rank's mean KL
+may differ by at most 10% of full fine-tuning's mean KL (the size claim's margin, for a 16-fold change of rank)."""
 
 
 # --- units ------------------------------------------------------------------------------------------------
@@ -96,6 +106,7 @@ UNITS: dict[str, Unit] = {
     "KL change per tenfold data, as a share of full fine-tuning's mean KL": Unit(
         scale=100, digits=1, difference="%", level="%"
     ),
+    "share of full fine-tuning's mean KL": Unit(scale=100, digits=1, difference="%", level="%"),
 }
 """Every unit a finding or measurement uses, by the name report.json gives it."""
 
@@ -359,6 +370,40 @@ CLAIMS: dict[str, Claim] = {
             "share found in the training set, words at shifted/marginal − at unshifted positions, same responses",
             "proportion", "responses", "difference",
         ),
+        # Arms compared (needs the arms in the grid: nft, lora rank or learning-rate sweeps, cpt+lora).
+        Claim(
+            "nft_shift", "NEFTune does not undo full fine-tuning's token shift",
+            "NFT is full fine-tuning with noisy embeddings (appendix tables); no shift figure for it, and its judge "
+            "scores match full's (below)",
+            "(KL(NFT) − KL(full)) / KL(full), pooled over the same prompts' responses",
+            "share of full fine-tuning's mean KL", "prompts", "no effect", margin=NFT_SHIFT_MARGIN, extension=True,
+        ),
+        Claim(
+            "nft_judge", "NEFTune's answers score no better than full fine-tuning's",
+            "Avg5 2.40 for NFT vs 2.42 for full fine-tuning, Alpaca 52K (Table 13 rows 53 vs 32); LoRA 3.14 (§6)",
+            "five-aspect average, NFT − full, on the same prompts", "judge score (1-5)", "prompts", "no effect",
+            margin=NFT_JUDGE_MARGIN,
+        ),
+        Claim(
+            "lora_rank", "LoRA's rank makes no substantial change",
+            "rank 8 used; ranks 2, 4, 16 and 32 tried with \"no substantial change\" (no numbers given)",
+            "(KL(largest rank) − KL(smallest rank)) / KL(full), pooled over the same prompts' responses",
+            "share of full fine-tuning's mean KL", "prompts", "no effect", margin=RANK_MARGIN,
+        ),
+        Claim(
+            "lora_lr", "LoRA at full fine-tuning's learning rate shifts less than at its own",
+            "the paper tunes LoRA at full fine-tuning's rate, 5e-5, where LoRA usually takes 1e-4 to 2e-4: a "
+            "confound of its LoRA-vs-full comparison (no test in the paper)",
+            "KL(LoRA at its own rate) − KL(LoRA at full's rate), pooled over the same prompts' responses",
+            "nats per token", "prompts", "difference", extension=True,
+        ),
+        Claim(
+            "cpt_knowledge", "Continued pre-training teaches facts that LoRA instruction tuning alone does not",
+            "no probe in the paper (§11); the advice behind this project: LoRA on unseen knowledge ≈ chance, teach "
+            "it by continued pre-training first",
+            "cpt+lora − lora multiple-choice accuracy on the facts cpt+lora was taught (same questions)",
+            "proportion", "questions", "difference", extension=True,
+        ),
     )
 }  # fmt: skip
 """Every claim the report checks, in the order of its findings table."""
@@ -502,9 +547,20 @@ def knowledge_finding(cell: Cell, settings: Settings) -> Finding:
         return untested(claim, where, f"the probed runs were not taught fictional facts: {cell.probe.get('note')}")
     if "base" not in models or "lora" not in models:
         return untested(claim, where, "needs the probe of the base model and of a LoRA run")
+    # In a grid with arms the questions cover every arm's taught facts (a cpt+lora arm's articles, say); this claim
+    # is about the facts the LoRA run itself was taught (probe.json v3 says which; item i of every set is matched).
+    taught = models["lora"].get("taught")
+    keep = [index for index, was_taught in enumerate(taught) if was_taught] if taught is not None else None
+    if keep is not None and not keep:
+        return untested(claim, where, "the LoRA run was taught none of the facts the probe asked about")
     correct = {
-        method: {name: entry["sets"][name]["correct"] for name in ("facts", "control", "training_wording")}
+        method: {
+            name: [values[i] for i in keep] if keep is not None else values
+            for name in ("facts", "control", "training_wording")
+            for values in [entry["sets"][name]["correct"]]
+        }
         for method, entry in models.items()
+        if method in ("base", "lora", "full")
     }
     return check_knowledge(correct, float(cell.probe.get("chance", 0.25)), where)
 
@@ -785,6 +841,330 @@ def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[st
     return Finding(claim, decision, cell, parts=parts, control_name=grows_claim.effect)
 
 
+# --- arms compared: NEFTune, LoRA's rank and learning rate, continued pre-training -----------------------
+
+
+def arms_of_kind(cell: Cell, kind: str) -> list[MethodRun]:
+    """The cell's arms of one kind (lora, full, nft, cpt+lora, ...), the one named after the kind first."""
+    runs = [run for run in cell.runs.values() if run.arm.get("kind", run.method) == kind]
+    return sorted(runs, key=lambda run: run.method != kind)
+
+
+def _first_of_kind(cell: Cell, kind: str) -> MethodRun | None:
+    runs = arms_of_kind(cell, kind)
+    return runs[0] if runs else None
+
+
+def _setting(run: MethodRun, key: str) -> Any:
+    """A training setting the arm ran with (from its run directory), falling back to the arm's own settings."""
+    return (run.config or {}).get(key, run.arm.get("settings", {}).get(key))
+
+
+def _matched_sums(runs: list[MethodRun]) -> tuple[list[PerItem], list[str]] | None:
+    """Per-prompt shift sums of several arms on the prompts all of them answered; None when one has no shift."""
+    sums = [response_sums(run.shift_dir) if run.shift_dir else None for run in runs]
+    if any(item is None for item in sums):
+        return None
+    shared = set.intersection(*(set(item.ids) for item in sums))  # type: ignore[union-attr]
+    order = [item for item in sums[0].ids if item in shared]  # type: ignore[union-attr]
+    notes = []
+    if left_out := sum(len(item) for item in sums) - len(runs) * len(order):  # type: ignore[arg-type]
+        notes.append(f"{left_out} responses to prompts not every compared arm answered are left out")
+    return [item.take(order) for item in sums], notes  # type: ignore[union-attr]
+
+
+def _relative_kl_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+    """(pooled KL of the first − of the second) / pooled KL of the third, from (KL sums, token counts) pairs."""
+    first, second, reference = (arrays[i].sum(axis) / arrays[i + 1].sum(axis) for i in (0, 2, 4))
+    return (first - second) / reference
+
+
+def relative_kl_difference(
+    first: tuple[np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray],
+    reference: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+) -> Estimate:
+    """(KL(first) − KL(second)) / KL(reference), pooled per model, paired bootstrap over the same prompts."""
+    label = "difference of pooled KL over a reference model's pooled KL, paired bootstrap over prompts"
+    return enough_items(
+        paired_bootstrap(
+            (*first, *second, *reference), _relative_kl_difference, label=label, resamples=settings.resamples,
+            seed=settings.seed,
+        )
+    )  # fmt: skip
+
+
+def _full_above_lora_control(
+    lora: tuple[np.ndarray, np.ndarray], full: tuple[np.ndarray, np.ndarray], settings: Settings, lora_name: str
+) -> tuple[Decision, str]:
+    """The positive control of the arm equivalences: full fine-tuning shifts more than LoRA, as a share of full's KL."""
+    name = f"(KL(full) − KL({lora_name})) / KL(full)"
+    estimate = relative_kl_difference(full, lora, full, settings)
+    unit = "share of full fine-tuning's mean KL"
+    return difference_verdict(estimate, +1, effect=name, fmt=formatter(unit)), name
+
+
+def nft_shift_finding(cell: Cell, settings: Settings) -> Finding:
+    """NEFTune leaves full fine-tuning's shift as it is: NFT − full KL within the margin, full − LoRA the control."""
+    claim = CLAIMS["nft_shift"]
+    nft, full, lora = (_first_of_kind(cell, kind) for kind in ("nft", "full", "lora"))
+    where = cell_of(cell, methods=[run.method for run in (nft, full, lora) if run])
+    if nft is None or full is None:
+        return untested(claim, where, "needs an nft arm and a full arm")
+    if lora is None:
+        return untested(claim, where, "needs a lora arm too (full fine-tuning's shift above LoRA's is the control)")
+    if not (sums := _matched_sums([nft, full, lora])):
+        return untested(claim, where, "needs shift results (tokens.parquet) of the nft, full and lora arms")
+    (nft_sums, full_sums, lora_sums), notes = sums
+    return check_nft_shift(
+        *((item["kl"], item["tokens"]) for item in (nft_sums, full_sums, lora_sums)), settings, where, tuple(notes)
+    )
+
+
+def check_nft_shift(
+    nft: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    lora: tuple[np.ndarray, np.ndarray],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The nft_shift rule on per-prompt ``(summed KL, tokens)`` of the three arms (same prompts, same order)."""
+    claim = CLAIMS["nft_shift"]
+    effect = relative_kl_difference(nft, full, full, settings)
+    control, control_name = _full_above_lora_control(lora, full, settings, "LoRA")
+    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
+    context = tuple(
+        _pooled(f"KL, {name}", *sums, "nats per token", settings)
+        for name, sums in (("NFT", nft), ("full", full), ("LoRA", lora))
+    )
+    return Finding(claim, decision, cell, context, notes, control_name=control_name)
+
+
+def nft_judge_finding(cell: Cell, settings: Settings) -> Finding:
+    """NEFTune's answers score no better than full's: NFT − full within the margin, LoRA above full the control."""
+    claim = CLAIMS["nft_judge"]
+    nft, full, lora = (_first_of_kind(cell, kind) for kind in ("nft", "full", "lora"))
+    where = cell_of(cell, methods=[run.method for run in (nft, full, lora) if run])
+    if nft is None or full is None or lora is None:
+        return untested(claim, where, "needs an nft, a full and a lora arm (LoRA above full is the control)")
+    summary = cell.judge
+    if not summary or not cell.judge_dir:
+        return untested(claim, where, "no judge in this cell")
+    if summary.get("mode") != "score":
+        return untested(claim, where, f"the judge ran in {summary.get('mode')} mode; this finding reads score mode")
+    if summary.get("stand_in_judge"):
+        return untested(claim, where, "stand-in judge: a small local model whose scores do not measure answer quality")
+    items = judge_items(cell.judge_dir, tuple(summary.get("aspects", ())))
+    scores = [items.scores.get(run.method, {}) for run in (nft, full, lora)]
+    shared = [item for item in scores[0] if item in scores[1] and item in scores[2]]
+    if not shared:
+        return untested(claim, where, "the judge gave no complete five-aspect scores to all three arms on one prompt")
+    arrays = [np.array([own[item] for item in shared]) for own in scores]
+    notes = () if summary.get("complete") is not False else ("the judge run is incomplete: rerun to finish it",)
+    return check_nft_judge(*arrays, settings, where, notes)
+
+
+def check_nft_judge(
+    nft: np.ndarray, full: np.ndarray, lora: np.ndarray, settings: Settings, cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:  # fmt: skip
+    """The nft_judge rule on per-prompt five-aspect averages of the three arms (same prompts, same order)."""
+    claim = CLAIMS["nft_judge"]
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    effect = enough_items(paired_mean_difference(full, nft, **options))
+    control_name = "five-aspect average, LoRA − full"
+    control_estimate = enough_items(paired_mean_difference(full, lora, **options))
+    control = difference_verdict(control_estimate, +1, effect=control_name, fmt=formatter(claim.unit))
+    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
+    context = tuple(
+        Measurement(f"five-aspect average, {name}", claim.unit, enough_items(bootstrap_mean(values, **options)))
+        for name, values in (("NFT", nft), ("full", full), ("LoRA", lora))
+    )
+    return Finding(claim, decision, cell, context, notes, control_name=control_name)
+
+
+def rank_sweep(cell: Cell) -> list[MethodRun]:
+    """The LoRA arms that differ only in rank, smallest rank first: the largest such group of the cell."""
+    groups: dict[tuple[Any, ...], dict[int, MethodRun]] = {}
+    for run in arms_of_kind(cell, "lora"):
+        rank = _setting(run, "lora_r")
+        if rank is None or not run.config:
+            continue
+        rest = tuple(
+            sorted((k, str(v)) for k, v in run.config.items() if k not in ("lora_r", "lora_alpha", "out", "seed"))
+        )
+        groups.setdefault(rest, {}).setdefault(int(rank), run)
+    largest = max(groups.values(), key=len, default={})
+    return [largest[rank] for rank in sorted(largest)] if len(largest) >= 2 else []
+
+
+def rank_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA's rank makes no substantial change: largest − smallest rank's KL inside the margin, full above LoRA."""
+    claim = CLAIMS["lora_rank"]
+    ranks, full = rank_sweep(cell), _first_of_kind(cell, "full")
+    where = cell_of(cell, methods=[run.method for run in [*ranks, *([full] if full else [])]])
+    if not ranks:
+        return untested(claim, where, "needs two or more lora arms that differ only in rank, e.g. lora_r: [2, 32]")
+    if full is None:
+        return untested(claim, where, "needs a full arm (the margin is a share of its KL, and it is the control)")
+    if not (sums := _matched_sums([ranks[0], ranks[-1], full])):
+        return untested(claim, where, "needs shift results (tokens.parquet) of the rank arms and the full arm")
+    (smallest, largest, full_sums), notes = sums
+    ranks_shown = (int(_setting(ranks[0], "lora_r")), int(_setting(ranks[-1], "lora_r")))
+    return check_rank(
+        (smallest["kl"], smallest["tokens"]), (largest["kl"], largest["tokens"]),
+        (full_sums["kl"], full_sums["tokens"]), ranks_shown, settings, where, tuple(notes),
+    )  # fmt: skip
+
+
+def check_rank(
+    smallest: tuple[np.ndarray, np.ndarray],
+    largest: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    ranks: tuple[int, int],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The lora_rank rule on per-prompt ``(summed KL, tokens)`` of the smallest and largest rank and of full."""
+    claim = CLAIMS["lora_rank"]
+    effect = relative_kl_difference(largest, smallest, full, settings)
+    control, control_name = _full_above_lora_control(largest, full, settings, f"LoRA r={ranks[1]}")
+    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
+    context = tuple(
+        _pooled(f"KL, {name}", *sums, "nats per token", settings)
+        for name, sums in ((f"LoRA r={ranks[0]}", smallest), (f"LoRA r={ranks[1]}", largest), ("full", full))
+    )
+    return Finding(claim, decision, cell, context, notes, control_name=control_name)
+
+
+def learning_rate_pair(cell: Cell) -> tuple[MethodRun, MethodRun, MethodRun] | str:
+    """LoRA at its own rate, LoRA at full fine-tuning's rate (same rank) and the full arm; or why there are none."""
+    full = _first_of_kind(cell, "full")
+    if full is None or learning_rate(full) is None:
+        return "needs a trained full arm (its learning rate is the one LoRA is compared at)"
+    full_rate = learning_rate(full)
+    loras = [run for run in arms_of_kind(cell, "lora") if learning_rate(run) is not None]
+    at_full = [run for run in loras if math.isclose(learning_rate(run), full_rate, rel_tol=1e-9)]  # type: ignore[arg-type]
+    if not at_full:
+        example = f"{{arm: lora, learning_rate: {full_rate:g}}}"
+        return f"needs a lora arm at full fine-tuning's rate ({full_rate:g}), e.g. {example}"
+    for matched_run in at_full:
+        rank = _setting(matched_run, "lora_r")
+        own = [run for run in loras if learning_rate(run) > full_rate and _setting(run, "lora_r") == rank]  # type: ignore[operator]
+        if own:
+            return own[0], matched_run, full
+    return f"needs a lora arm above full fine-tuning's rate ({full_rate:g}) with the same rank as the one at it"
+
+
+def learning_rate_finding(cell: Cell, settings: Settings) -> Finding:
+    """LoRA at full's (lower) rate shifts less than at its own: KL difference, paired over prompts."""
+    claim = CLAIMS["lora_lr"]
+    pair = learning_rate_pair(cell)
+    if isinstance(pair, str):
+        return untested(claim, cell_of(cell), pair)
+    own, at_full, full = pair
+    where = cell_of(cell, methods=[own.method, at_full.method, full.method])
+    if not (sums := _matched_sums([own, at_full, full])):
+        return untested(claim, where, "needs shift results (tokens.parquet) of both lora arms and the full arm")
+    (own_sums, at_full_sums, full_sums), notes = sums
+    rates = (learning_rate(own), learning_rate(at_full))
+    return check_learning_rate(
+        *((item["kl"], item["tokens"]) for item in (own_sums, at_full_sums, full_sums)), rates, settings, where,
+        tuple(notes),
+    )  # fmt: skip
+
+
+def check_learning_rate(
+    own: tuple[np.ndarray, np.ndarray],
+    at_full: tuple[np.ndarray, np.ndarray],
+    full: tuple[np.ndarray, np.ndarray],
+    rates: tuple[float | None, float | None],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """The lora_lr rule on per-prompt ``(summed KL, tokens)`` of LoRA at its own rate, at full's, and of full.
+
+    Beside it, full − LoRA at the same rate: the method gap without the confound.
+    """
+    claim = CLAIMS["lora_lr"]
+    options = {"resamples": settings.resamples, "seed": settings.seed}
+    effect = paired_ratio_difference(at_full, own, **options)
+    own_name, at_full_name = (f"LoRA at {rate:g}" if rate else "LoRA" for rate in rates)
+    context = (
+        _pooled(f"KL, {own_name} (its own rate)", *own, claim.unit, settings),
+        _pooled(f"KL, {at_full_name} (full fine-tuning's rate)", *at_full, claim.unit, settings),
+        _pooled("KL, full", *full, claim.unit, settings),
+        Measurement(
+            f"KL(full) − KL({at_full_name}): the method gap at one learning rate", claim.unit,
+            enough_items(paired_ratio_difference(at_full, full, **options)),
+        ),
+    )  # fmt: skip
+    return difference(claim, effect, cell, measurements=context, notes=notes)
+
+
+def cpt_knowledge_finding(cell: Cell, settings: Settings) -> Finding:
+    """cpt+lora answers the facts it was taught more often than lora: paired over the same questions."""
+    del settings  # score intervals: no resampling
+    claim = CLAIMS["cpt_knowledge"]
+    cpt, lora = _first_of_kind(cell, "cpt+lora"), _first_of_kind(cell, "lora")
+    where = cell_of(cell, methods=["base", *(run.method for run in (lora, cpt) if run)])
+    if cpt is None or lora is None:
+        return untested(claim, where, "needs a cpt+lora arm and a lora arm")
+    models, why = _probe_models(cell)
+    if why:
+        return untested(claim, where, why)
+    if not {"base", lora.method, cpt.method} <= set(models):
+        return untested(claim, where, "needs the probe of the base model, the lora arm and the cpt+lora arm")
+    if not cell.probe.get("facts_taught"):
+        return untested(claim, where, f"the probed runs were not taught fictional facts: {cell.probe.get('note')}")
+    if any(models[run.method].get("taught") is None for run in (cpt, lora)):
+        return untested(claim, where, "probe.json does not say which questions each run was taught (before schema 3)")
+    taught_cpt, taught_lora = (models[run.method]["taught"] for run in (cpt, lora))
+    correct = {name: models[name]["sets"]["facts"]["correct"] for name in ("base", lora.method, cpt.method)}
+    keep = [index for index, taught in enumerate(taught_cpt) if taught]
+    if not keep:
+        return untested(claim, where, "cpt+lora was taught none of the facts the probe asked about")
+    return check_cpt_knowledge(
+        [correct["base"][i] for i in keep], [correct[lora.method][i] for i in keep],
+        [correct[cpt.method][i] for i in keep], [bool(taught_lora[i]) for i in keep],
+        float(cell.probe.get("chance", 0.25)), where,
+    )  # fmt: skip
+
+
+def check_cpt_knowledge(
+    base: list[bool], lora: list[bool], cpt: list[bool], lora_taught: list[bool], chance: float, cell: dict[str, Any]
+) -> Finding:
+    """The cpt_knowledge rule on per-question outcomes of the questions cpt+lora was taught (same questions).
+
+    ``lora_taught[i]``: whether the lora arm's own data taught question ``i``'s fact too. The effect is
+    cpt+lora − lora (Newcombe interval, exact McNemar test) over all of them; the split by what lora was
+    taught is shown beside it.
+    """
+    claim = CLAIMS["cpt_knowledge"]
+    effect = paired_proportions(lora, cpt)
+    decision = difference_verdict(effect, +1, effect=claim.effect, fmt=formatter(claim.unit))
+    context = [
+        Measurement(f"accuracy, {name}, facts cpt+lora was taught", claim.unit, proportion(sum(v), len(v), chance))
+        for name, v in (("base", base), ("lora", lora), ("cpt+lora", cpt))
+    ]
+    subsets = {
+        "facts only continued pre-training taught": [i for i, taught in enumerate(lora_taught) if not taught],
+        "facts lora was taught too": [i for i, taught in enumerate(lora_taught) if taught],
+    }
+    if all(subsets.values()):  # a split of one part would repeat the effect
+        for subset, rows in subsets.items():
+            estimate = paired_proportions([lora[i] for i in rows], [cpt[i] for i in rows])
+            context.append(Measurement(f"cpt+lora − lora, {subset}", claim.unit, estimate))
+    notes = (
+        f"chance is {chance:.0%} (four options); lora's own data taught {sum(lora_taught)} of these {len(lora)} facts",
+    )
+    return Finding(claim, decision, cell, tuple(context), notes)
+
+
 # --- all of them --------------------------------------------------------------------------------------------
 
 
@@ -793,6 +1173,19 @@ CELL_CHECKS: tuple[Callable[[Cell, Settings], Finding], ...] = (
     style_finding, borrowed_finding,
 )  # fmt: skip
 """The findings measured within one cell (one model, dataset and training-set size)."""
+ARM_CHECKS: tuple[Callable[[Cell, Settings], Finding], ...] = (
+    nft_shift_finding, nft_judge_finding, rank_finding, learning_rate_finding, cpt_knowledge_finding,
+)  # fmt: skip
+"""The findings that compare arms within one cell; checked when the grid has arms beyond plain lora and full."""
+ARM_CLAIMS = ("nft_shift", "nft_judge", "lora_rank", "lora_lr", "cpt_knowledge")
+"""The claims :data:`ARM_CHECKS` decide (keys of :data:`CLAIMS`)."""
+
+
+def has_arms(cells: list[Cell]) -> bool:
+    """Whether the grid has arms beyond plain lora and full (nft, cpt+, sweeps, named arms): then they are compared."""
+    return any(name not in ("lora", "full") for cell in cells for name in cell.runs)
+
+
 SERIES_CHECKS: tuple[Callable[[list[Cell], Settings], list[Finding]], ...] = (size_findings,)
 """The findings measured across the cells of a series (one model and dataset, several sizes)."""
 
@@ -802,7 +1195,8 @@ class Findings:
     """Every finding of a report."""
 
     headline: list[Finding]
-    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it."""
+    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it (the
+    arm comparisons only when the grid has arms beyond plain lora and full)."""
     by_cell: list[list[Finding]]
     """Per cell (in grid order), its own findings."""
     series: list[Finding] = field(default_factory=list)
@@ -812,11 +1206,13 @@ class Findings:
 def all_findings(cells: list[Cell], settings: Settings | None = None) -> Findings:
     """Check every claim in every cell; the headline takes, per claim, the first cell that can test it."""
     settings = settings or Settings()
-    by_cell = [[check(cell, settings) for check in CELL_CHECKS] for cell in cells]
+    # A grid of plain lora and full arms has nothing to compare them with: its report lists the paper's claims only.
+    checks = CELL_CHECKS + ARM_CHECKS if has_arms(cells) else CELL_CHECKS
+    by_cell = [[check(cell, settings) for check in checks] for cell in cells]
     series = [finding for check in SERIES_CHECKS for finding in check(cells, settings)]
     everything = [finding for findings in by_cell for finding in findings] + series
     headline = []
-    for key in CLAIMS:
+    for key in CLAIMS if checks != CELL_CHECKS else [key for key in CLAIMS if key not in ARM_CLAIMS]:
         candidates = [finding for finding in everything if finding.claim.key == key]
         if not candidates:
             candidates = [untested(CLAIMS[key], {}, "no cell in this experiment")]

@@ -18,8 +18,18 @@ from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
 from tunescope.locks import output_lock
 from tunescope.report import figures
-from tunescope.report.collect import Cell, collect, probe_results
-from tunescope.report.findings import KNOWLEDGE_MARGIN, SIZE_MARGIN, UNITS, Finding, Settings, all_findings
+from tunescope.report.collect import Cell, MethodRun, arm_label, collect, learning_rate, probe_results
+from tunescope.report.findings import (
+    KNOWLEDGE_MARGIN,
+    NFT_JUDGE_MARGIN,
+    NFT_SHIFT_MARGIN,
+    RANK_MARGIN,
+    SIZE_MARGIN,
+    UNITS,
+    Finding,
+    Settings,
+    all_findings,
+)
 from tunescope.shift.output import VIEWER_FILE
 from tunescope.stats import ALPHA, POWER, RESAMPLES
 
@@ -71,16 +81,41 @@ def _metric(entry: dict[str, Any] | None, unit: str) -> dict[str, Any] | None:
     }
 
 
-def _training(cell: Cell) -> list[dict[str, Any]]:
+def _arm(run: MethodRun) -> dict[str, Any]:
+    """Which arm a row is about: its name (the key in report.json), its label, and its tuning method."""
+    return {"arm": run.method, "label": arm_label(run), "method": run.arm.get("method", run.method)}
+
+
+def _arms(cell: Cell) -> list[dict[str, Any]]:
+    """Every arm of the cell with what it is and the settings it trained with (read from its run directory)."""
     rows = []
-    for method, run in cell.runs.items():
-        if not run.run:
-            continue
-        lr = run.config and (run.config.get(f"{method}_learning_rate") or run.config.get("learning_rate"))
+    for run in cell.runs.values():
+        config = run.config or {}
         rows.append(
             {
-                "method": method,
-                "learning_rate": lr or None,
+                **_arm(run),
+                "kind": run.arm.get("kind", run.method),
+                "parent": run.arm.get("parent"),
+                "settings": run.arm.get("settings", {}),
+                "trained": run.run is not None,
+                "learning_rate": learning_rate(run),
+                "lora_r": config.get("lora_r") if config.get("method") == "lora" else None,
+                "neftune_noise_alpha": config.get("neftune_noise_alpha"),
+                "epochs": config.get("epochs"),
+            }
+        )
+    return rows
+
+
+def _training(cell: Cell) -> list[dict[str, Any]]:
+    rows = []
+    for run in cell.runs.values():
+        if not run.run:
+            continue
+        rows.append(
+            {
+                **_arm(run),
+                "learning_rate": learning_rate(run),
                 "steps": run.run.get("steps"),
                 "first_loss": run.run.get("first_loss"),
                 "final_loss": run.run.get("final_loss"),
@@ -92,14 +127,14 @@ def _training(cell: Cell) -> list[dict[str, Any]]:
 
 def _shift(cell: Cell, out_dir: Path) -> list[dict[str, Any]]:
     rows = []
-    for method, run in cell.runs.items():
+    for run in cell.runs.values():
         if not run.shift:
             continue
         summary, micro = run.shift, run.shift["micro"]
         viewer = run.shift_dir / VIEWER_FILE if run.shift_dir else None
         rows.append(
             {
-                "method": method,
+                **_arm(run),
                 "mode": summary.get("mode"),
                 "n_responses": summary["n_examples"],
                 "n_tokens": summary["n_tokens"],
@@ -174,6 +209,9 @@ def _cell(cell: Cell, findings: list[Finding], out_dir: Path) -> dict[str, Any]:
         "dataset": cell.dataset,
         "subset_size": cell.subset_size,
         "findings": [finding.to_json() for finding in findings],
+        "arms": _arms(cell),
+        # Judge and probe tables are keyed by arm name (and 'base'); this is how the page names them.
+        "labels": {"base": "base", **{name: arm_label(run) for name, run in cell.runs.items()}},
         "training": _training(cell),
         "shift": _shift(cell, out_dir),
         "judge": _judge(cell),
@@ -214,7 +252,13 @@ def report_data(root: Path, out_dir: Path, settings: Settings) -> tuple[dict[str
             "seed": settings.seed,
             "confidence": 1 - ALPHA,
             "power": POWER,
-            "margins": {"knowledge": KNOWLEDGE_MARGIN, "size": SIZE_MARGIN},
+            "margins": {
+                "knowledge": KNOWLEDGE_MARGIN,
+                "size": SIZE_MARGIN,
+                "nft_shift": NFT_SHIFT_MARGIN,
+                "nft_judge": NFT_JUDGE_MARGIN,
+                "lora_rank": RANK_MARGIN,
+            },  # fmt: skip
         },
         "notes": _notes(cells, settings),
         "findings": [finding.to_json() for finding in findings.headline],
@@ -266,13 +310,17 @@ def _figures(cell: Cell) -> dict[str, str | None]:
     return {name: _data_uri(png) for name, png in drawn.items()}
 
 
+def _borrow_title(run: MethodRun) -> str:
+    return f"Borrowing and style imitation: {arm_label(run)}"
+
+
 def render_html(data: dict[str, Any], cells: list[Cell]) -> str:
     """The page, drawn from report.json's data; figures and the borrowing sections are added for the page only."""
     extras = [
         {
             "figures": _figures(cell),
             "borrow_sections": [
-                {"method": m, "html": render_section(run.borrow, title=f"Borrowing and style imitation: {m}", level=3)}
+                {"method": m, "html": render_section(run.borrow, title=_borrow_title(run), level=3)}
                 for m, run in cell.runs.items()
                 if run.borrow
             ],
