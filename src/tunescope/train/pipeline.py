@@ -248,7 +248,7 @@ def _use_bf16(config: TrainConfig) -> bool:
         return False
     if config.precision == "bf16":
         return True
-    # On CPUs without bf16 instructions bf16 is several times slower than fp32 (OFFLINE_ASSETS §3.1).
+    # Without AVX512_BF16 or AMX, CPU bf16 matrix products are emulated: several times slower than fp32.
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
