@@ -26,8 +26,11 @@ from tunescope.distributed import model_device, process_state, require_visible, 
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.generate.store import read_responses as read_response_records
 from tunescope.locks import output_lock
-from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
+from tunescope.paths import recorded_path
+from tunescope.progress import progress as show_progress
+from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, recorded_settings
 from tunescope.shift.columns import viewer_columns
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
@@ -248,17 +251,28 @@ def _example_rows(tokens_path: Path) -> Iterator[dict[str, np.ndarray]]:
         yield pending
 
 
-def _views(directory: Path, decode: TokenTexts, limit: int | None) -> Iterator[ExampleView]:
+def _views(
+    directory: Path, decode: TokenTexts, limit: int | None, base_answers: dict[str, str] | None = None
+) -> Iterator[ExampleView]:
     """The viewer's responses, built one at a time from examples.jsonl and tokens.parquet (same order)."""
     with (directory / EXAMPLES_FILE).open(encoding="utf-8") as examples_file:
         for number, (line, rows) in enumerate(zip(examples_file, _example_rows(directory / TOKENS_FILE), strict=False)):
             if limit is not None and number >= limit:
                 return
-            yield example_view(json.loads(line), rows, decode)
+            record = json.loads(line)
+            base_answer = None if base_answers is None else base_answers.get(str(record["id"]), "(no answer)")
+            yield example_view(record, rows, decode, base_answer)
+
+
+def _base_answers(config: ShiftConfig) -> dict[str, str] | None:
+    """The base model's own answers by prompt id, for the viewer (None when not given)."""
+    if config.base_responses is None:
+        return None
+    return {record.id: record.output or "" for record in read_response_records(config.base_responses)}
 
 
 def _responses_description(
-    config: ShiftConfig, records: list[ResponseRecord], inputs: list[ShiftInput]
+    config: ShiftConfig, records: list[ResponseRecord], inputs: list[ShiftInput], out: Path
 ) -> dict[str, Any]:
     """What was scored, and how the responses were generated (when their records say)."""
     generations = []
@@ -266,7 +280,7 @@ def _responses_description(
         if record.generation is not None and record.generation not in generations:
             generations.append(record.generation)
     return {
-        "path": config.responses,
+        "path": recorded_path(config.responses, out),
         "n_records": len(records),
         "n_scored": len(inputs),
         "n_empty": len(records) - len(inputs),
@@ -314,9 +328,10 @@ def _compute_shift(
     progress: Callable[[int], None] | None,
 ) -> ShiftResult:
     out = Path(config.out).expanduser()
-    resolved = config_to_dict(config)
-    check_run_dir(out, resolved, resume=False, overwrite=overwrite)
+    check_run_dir(out, config_to_dict(config), resume=False, overwrite=overwrite)
+    resolved = recorded_settings(config_to_dict(config), out)
     records = read_responses(config.responses)
+    base_answers = _base_answers(config)  # read now: a bad file fails before any model is loaded
     if pair is None:
         pair = load_pair(
             config.base, config.tuned, precision=config.precision, share_base_weights=config.share_base_weights,
@@ -337,8 +352,17 @@ def _compute_shift(
     state.wait_for_everyone()  # everyone has listed the missing batches before any is written
     texts = (TokenTexts(pair.base_tokenizer), TokenTexts(pair.tuned_tokenizer))
     started = time.perf_counter()
-    for index in shard(state, todo):
-        _score_to_part(pair, batches[index], config, parts, index, texts, progress)
+    mine = shard(state, todo)
+    total = sum(len(x.response_ids) for index in mine for x in batches[index])
+    with show_progress("shift", total, "tokens", enabled=state.is_main_process) as shown:
+
+        def scored(count: int) -> None:
+            shown(count)
+            if progress:
+                progress(count)
+
+        for index in mine:
+            _score_to_part(pair, batches[index], config, parts, index, texts, scored)
     state.wait_for_everyone()
     seconds = time.perf_counter() - started
     scored_now = sum(len(x.response_ids) for index in todo for x in batches[index])
@@ -356,7 +380,7 @@ def _compute_shift(
             summary |= {
                 "definitions": definitions(config),
                 "models": pair.description,
-                "responses": _responses_description(config, records, inputs),
+                "responses": _responses_description(config, records, inputs, out),
                 "throughput": {
                     "seconds": round(seconds, 3),
                     "tokens_per_s": round(scored_now / seconds, 1) if scored_now and seconds > 0 else None,
@@ -369,7 +393,10 @@ def _compute_shift(
             shown = min(summary["n_examples"], config.viewer_max_examples or summary["n_examples"])
             decode = TokenTexts(pair.tuned_tokenizer)
             render_viewer(
-                directory / VIEWER_FILE, summary=summary, examples=_views(directory, decode, shown), shown=shown
+                directory / VIEWER_FILE,
+                summary=summary,
+                examples=_views(directory, decode, shown, base_answers),
+                shown=shown,
             )
             write_json(directory / DONE_FILE, {"status": "complete", "command": "shift", "mode": config.mode})
         shutil.rmtree(parts)
