@@ -18,6 +18,7 @@ from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
 from tunescope.locks import output_lock
 from tunescope.report import figures
+from tunescope.report.answers import answers_section
 from tunescope.report.collect import Cell, collect, probe_results
 from tunescope.report.findings import KNOWLEDGE_MARGIN, SIZE_MARGIN, UNITS, Finding, Settings, all_findings
 from tunescope.shift.output import VIEWER_FILE
@@ -178,6 +179,7 @@ def _cell(cell: Cell, findings: list[Finding], out_dir: Path) -> dict[str, Any]:
         "shift": _shift(cell, out_dir),
         "judge": _judge(cell),
         "probe": _probe(cell),
+        "answers": answers_section(cell, out_dir),
     }
 
 
