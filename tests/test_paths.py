@@ -55,3 +55,17 @@ def test_a_moved_run_reads_the_same_and_resumes_from_anywhere(tiny_model_dir, tm
     assert Path(settings["data"]).resolve() == (moved / "data" / "train.jsonl").resolve()
     # The same settings from another directory: --resume finds the finished run, nothing differs.
     assert main(["train", "--out", str(moved / "runs" / "lora"), "--resume"]) == 0
+
+
+def test_the_report_names_absolute_paths_that_are_not_here(tmp_path):
+    from tunescope.report.pipeline import missing_paths
+
+    here = tmp_path / "model"
+    here.mkdir()
+    config = {
+        "models": [str(here), "/nowhere/llama", "smollm2"],
+        "datasets": [{"sources": [{"data": "/nowhere/alpaca.json"}, {"data": "facts"}]}],
+        "eval": {"prompts": "relative/prompts.jsonl"},
+        "judge": {"judge_model": "/nowhere/llama"},
+    }
+    assert missing_paths(config) == ["/nowhere/llama", "/nowhere/alpaca.json"]

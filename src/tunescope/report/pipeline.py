@@ -183,8 +183,25 @@ def _cell(cell: Cell, findings: list[Finding], out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _notes(cells: list[Cell], settings: Settings) -> list[str]:
+def missing_paths(settings: Any) -> list[str]:
+    """Absolute (or ``~``) paths named anywhere in ``settings`` that are not on this machine, in order."""
+    if isinstance(settings, dict):
+        return list(dict.fromkeys(path for value in settings.values() for path in missing_paths(value)))
+    if isinstance(settings, list):
+        return list(dict.fromkeys(path for value in settings for path in missing_paths(value)))
+    if isinstance(settings, str) and (settings.startswith(("/", "~"))) and not Path(settings).expanduser().exists():
+        return [settings]
+    return []
+
+
+def _notes(cells: list[Cell], settings: Settings, manifest: dict[str, Any]) -> list[str]:
     notes = []
+    if missing := missing_paths(manifest.get("config", {})):
+        notes.append(
+            f"The experiment names {len(missing)} local path(s) given as absolute that are not on this machine "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the report does not need them, but "
+            "rerunning its stages here does."
+        )
     if settings.resamples <= 0:
         notes.append(
             "The bootstrap is off (--bootstrap-samples 0): findings whose interval comes from a bootstrap have none, "
@@ -218,7 +235,7 @@ def report_data(root: Path, out_dir: Path, settings: Settings) -> tuple[dict[str
             "power": POWER,
             "margins": {"knowledge": KNOWLEDGE_MARGIN, "size": SIZE_MARGIN},
         },
-        "notes": _notes(cells, settings),
+        "notes": _notes(cells, settings, manifest),
         "findings": [finding.to_json() for finding in findings.headline],
         "series_findings": [finding.to_json() for finding in findings.series],
         "cells": [_cell(cell, own, out_dir) for cell, own in zip(cells, findings.by_cell, strict=True)],

@@ -28,7 +28,7 @@ from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, w
 from tunescope.generate.store import ResponseRecord
 from tunescope.generate.store import read_responses as read_response_records
 from tunescope.locks import output_lock
-from tunescope.paths import recorded_path
+from tunescope.paths import recorded_model, recorded_path
 from tunescope.progress import progress as show_progress
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, recorded_settings
 from tunescope.shift.columns import viewer_columns
@@ -221,13 +221,11 @@ def _score_to_part(
         pq.write_table(pa.concat_tables(tables), str(tmp))
 
 
-def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, pair: ModelPair, directory: Path) -> None:
-    """tokens.parquet (one row group per batch) and examples.jsonl from the batches, in batch order."""
+def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, run: dict[str, Any], directory: Path) -> None:
+    """tokens.parquet (one row group per batch, ``run`` in its metadata) and examples.jsonl, in batch order."""
     tables = [_batch_path(parts, index, ".parquet") for index in range(n_batches)]
     require_visible(tables)
-    writer = TokenTableWriter(
-        directory / TOKENS_FILE, config.mode, {"settings": config_to_dict(config), "models": pair.description}
-    )
+    writer = TokenTableWriter(directory / TOKENS_FILE, config.mode, run)
     with (directory / EXAMPLES_FILE).open("w", encoding="utf-8") as examples_file:
         for index, table in enumerate(tables):
             writer.write([pq.read_table(str(table))])
@@ -371,7 +369,11 @@ def _compute_shift(
         with atomic_path(out) as directory:
             directory.mkdir()
             write_yaml(directory / CONFIG_FILE, resolved)
-            _join_parts(parts, len(batches), config, pair, directory)
+            models = {  # paths recorded relative to the run (tunescope.paths)
+                side: recorded_model(value, out) if side in ("base", "tuned") else value
+                for side, value in pair.description.items()
+            }
+            _join_parts(parts, len(batches), config, {"settings": resolved, "models": models}, directory)
             summary = summarize_table(
                 str(directory / TOKENS_FILE), relative_buckets=config.relative_buckets,
                 max_position=config.max_position, top_tokens=config.top_tokens,
@@ -379,7 +381,7 @@ def _compute_shift(
             )  # fmt: skip
             summary |= {
                 "definitions": definitions(config),
-                "models": pair.description,
+                "models": models,
                 "responses": _responses_description(config, records, inputs, out),
                 "throughput": {
                     "seconds": round(seconds, 3),
