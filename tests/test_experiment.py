@@ -74,6 +74,16 @@ def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
         assert (finished_experiment / summary["dir"]).is_dir()
     assert (finished_experiment / cell["stages"]["lora/train"]["dir"] / "adapter").is_dir()
     assert (finished_experiment / cell["stages"]["full/train"]["dir"] / "model").is_dir()
+    # A finished run keeps its weights and metrics; its checkpoints served only to resume.
+    for method in ("lora", "full"):
+        run = finished_experiment / cell["stages"][f"{method}/train"]["dir"]
+        assert (run / "metrics.jsonl").is_file() and not (run / "checkpoints").exists()
+        assert cell["stages"][f"{method}/train"]["disk_bytes"] == sum(
+            path.stat().st_size for path in run.rglob("*") if path.is_file()
+        )
+    # The progress lines, with each stage's disk use, are kept in the experiment's log.
+    log = (finished_experiment / "log.txt").read_text()
+    assert log.count(" on disk") == len(cell["stages"]) and "train lora" in log
 
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}

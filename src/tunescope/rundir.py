@@ -214,7 +214,17 @@ def run_lineage(run_dir: Path) -> list[dict[str, Any]]:
     are returned usable from the working directory.
     """
     provenance = _read_json(run_dir / PROVENANCE_FILE) or {}
-    return [{**entry, "run": resolved_path(entry["run"], run_dir)} for entry in provenance.get("lineage", [])]
+    return [_resolved_entry(entry, run_dir) for entry in provenance.get("lineage", [])]
+
+
+def _resolved_entry(entry: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A lineage entry of ``run_dir``'s provenance with its paths usable from here."""
+    resolved = {**entry, "run": resolved_path(entry["run"], run_dir)}
+    if entry.get("model"):
+        resolved["model"] = resolved_path(entry["model"], run_dir)
+    if (entry.get("data") or {}).get("source"):
+        resolved["data"] = {**entry["data"], "source": resolved_path(str(entry["data"]["source"]), run_dir)}
+    return resolved
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -5,7 +5,9 @@ prompts, and is compared with the base model, which answers the same prompts onc
 that start from continued pre-training (cpt+lora, cpt+full) train on top of one ``cpt`` stage per
 model, shared by every cell. The manifest ``experiment.json`` lists every arm (its method, settings
 and parent) and every stage with its directory and summary, and is rewritten after each stage, so a
-report can be drawn from an unfinished experiment.
+report can be drawn from an unfinished experiment. Every path the manifest and the stages' outputs
+record is relative to the file that records it (stage summaries: to the experiment directory), so the
+experiment can be moved or copied (:mod:`tunescope.paths`).
 """
 
 from __future__ import annotations
