@@ -26,6 +26,7 @@ RANKS = {
     "tunescope.probe": 6,
     "tunescope.experiment": 7,
     "tunescope.report": 8,
+    "tunescope.notebook": 9,
     "tunescope.commands": 9,
     "tunescope.cli": 10,
     "tunescope.__main__": 11,

@@ -175,7 +175,9 @@ def test_an_experiment_runs_every_arm_with_every_stage_and_resumes(tmp_path, cap
     assert json.loads((cpt / "provenance.json").read_text())["data"]["format"] == "text"
     for name in ("cpt+lora", "cpt+full"):  # one continued pre-training run, parent of both
         lineage = json.loads((run_dir(name) / "provenance.json").read_text())["lineage"]
-        assert [entry["run"] for entry in lineage] == [str(cpt.resolve())]
+        # Recorded relative to the run (tunescope.paths), so the chain can be moved together.
+        assert not Path(lineage[0]["run"]).is_absolute()
+        assert [(run_dir(name) / entry["run"]).resolve() for entry in lineage] == [cpt.resolve()]
     adapter = json.loads((run_dir("lora-r2") / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 2
 

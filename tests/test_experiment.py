@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tunescope.cli import main
+from tunescope.errors import UserError
 
 from conftest import PAIRS, build_tiny_llama, build_tiny_tokenizer, rows_in_format, write_jsonl
 
@@ -40,7 +41,7 @@ def write_experiment(root: Path, borrow: bool = False) -> Path:
             "monitor_examples": 2, "monitor_tokens": 4, "save_steps": 2,
         },
         "eval": {"prompts": str(root / "prompts.jsonl"), "max_new_tokens": 8},
-        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 320, "limit": 2},
+        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 400, "limit": 2},
         "probes": {"max_questions": 8, "passages": 2},
         "borrow": borrow,
     }  # fmt: skip
@@ -53,7 +54,10 @@ def write_experiment(root: Path, borrow: bool = False) -> Path:
 def finished_experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiment")
     config = write_experiment(root, borrow=True)
-    assert main(["experiment", str(config), "--out", str(root / "run")]) == 0
+    # Run from the experiment's parent with a relative --out, as `tunescope demo` is run from a repository.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert main(["experiment", str(config), "--out", "run"]) == 0
     return root / "run"
 
 
@@ -70,6 +74,16 @@ def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
         assert (finished_experiment / summary["dir"]).is_dir()
     assert (finished_experiment / cell["stages"]["lora/train"]["dir"] / "adapter").is_dir()
     assert (finished_experiment / cell["stages"]["full/train"]["dir"] / "model").is_dir()
+    # A finished run keeps its weights and metrics; its checkpoints served only to resume.
+    for method in ("lora", "full"):
+        run = finished_experiment / cell["stages"][f"{method}/train"]["dir"]
+        assert (run / "metrics.jsonl").is_file() and not (run / "checkpoints").exists()
+        assert cell["stages"][f"{method}/train"]["disk_bytes"] == sum(
+            path.stat().st_size for path in run.rglob("*") if path.is_file()
+        )
+    # The progress lines, with each stage's disk use, are kept in the experiment's log.
+    log = (finished_experiment / "log.txt").read_text()
+    assert log.count(" on disk") == len(cell["stages"]) and "train lora" in log
 
 
 VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}
@@ -110,6 +124,73 @@ def check_finding(finding):
         assert measurement["unit"] and (measurement["ci95"] is None or len(measurement["ci95"]) == 2)
 
 
+def test_a_copied_experiment_reports_the_same_from_another_directory(finished_experiment, tmp_path, monkeypatch):
+    copy = tmp_path / "laptop" / "shared-run"
+    shutil.copytree(finished_experiment, copy)
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", str(copy)]) == 0
+
+    original = json.loads((finished_experiment / "report.json").read_text())
+    moved = json.loads((copy / "report.json").read_text())
+    assert moved["experiment"] == str(copy)
+    for data in (original, moved):
+        del data["generated"], data["experiment"]
+    assert moved == original
+    # What the copy used to lose: the tuned models' probe rows, and the findings drawn from them.
+    [cell] = moved["cells"]
+    assert {"base", "lora", "full"} <= set(cell["probe"]["models"])
+    forgetting = next(finding for finding in moved["findings"] if finding["key"] == "forgetting")
+    assert forgetting["verdict"] != "not tested"
+    # No stored path names the directory the experiment was run from.
+    for path in [
+        copy / "experiment.json",
+        *copy.glob("stages/*/probe/probe.json"),
+        *copy.glob("stages/*/*/summary.json"),
+    ]:
+        assert str(finished_experiment) not in path.read_text() and '"run/stages' not in path.read_text(), path
+
+
+def test_report_shows_every_models_answers_side_by_side(finished_experiment):
+    from markupsafe import escape
+
+    [cell] = json.loads((finished_experiment / "report.json").read_text())["cells"]
+    answers = cell["answers"]
+    assert answers["models"] == ["base", "lora", "full"]
+    assert len(answers["prompts"]) == 4
+    stages = json.loads((finished_experiment / "experiment.json").read_text())["cells"][0]["stages"]
+    files = {"base": "base_generate", "lora": "lora/generate", "full": "full/generate"}
+    written = {
+        model: {
+            row["id"]: row
+            for row in map(json.loads, (finished_experiment / stages[stage]["dir"] / "responses.jsonl").open())
+        }
+        for model, stage in files.items()
+    }
+    for prompt in answers["prompts"]:
+        assert set(prompt["answers"]) == {"base", "lora", "full"}
+        for model, answer in prompt["answers"].items():
+            record = written[model][prompt["id"]]
+            assert answer["text"] == record["output"]
+            assert answer["truncated"] == (record["finish_reason"] == "length")
+            assert answer["n_tokens"] == len(record["output_token_ids"])
+            if model == "base":
+                assert answer["kl"] is None and answer["viewer"] is None
+                continue
+            assert answer["kl"] >= 0 and 0 <= answer["shifted"] <= 1
+            viewer, anchor = answer["viewer"].split("#")
+            with (finished_experiment / viewer).open(encoding="utf-8", newline="") as handle:  # answers hold \r
+                page = handle.read()
+            assert f'id="{anchor}"' in page
+            # The viewer shows the base model's own answer beside the tuned one.
+            assert "own answer" in page and str(escape(written["base"][prompt["id"]]["output"])) in page
+    assert answers["counts"]["base"]["truncated"] == sum(
+        r["finish_reason"] == "length" for r in written["base"].values()
+    )
+    assert any(pick["why"].startswith("largest shift") for pick in answers["look_at"])
+
+
 def test_report_json_is_data_with_a_rule_and_numbers_behind_every_verdict(finished_experiment):
     text = (finished_experiment / "report.json").read_text()
     report = json.loads(text)
@@ -124,9 +205,13 @@ def test_report_json_is_data_with_a_rule_and_numbers_behind_every_verdict(finish
     assert verdicts["judge"] == "not tested"  # a tiny stand-in judge never gets a verdict
     assert verdicts["style"] != "not tested"  # from both runs' per-response counts in borrow.json
     assert verdicts["kl"] != "not tested" and verdicts["forgetting"] != "not tested"
-    # The tiny model's four answers have few words at unshifted positions: nothing to decide from.
+    # Whether the tiny model's answers have words at unshifted positions depends on its training: either way
+    # the finding says why, or rests on the full run's 4 answers.
     borrowed = next(f for f in report["findings"] if f["key"] == "borrowed")
-    assert borrowed["verdict"] in ("not tested", "inconclusive") and borrowed["reason"]
+    if borrowed["verdict"] == "not tested":
+        assert "no words" in borrowed["reason"]
+    else:
+        assert borrowed["n"] == 4 and borrowed["effect"]["items"] == "responses"
     [cell] = report["cells"]
     assert [f["key"] for f in cell["findings"]] == ["kl", "unshifted", "initiation", "knowledge", "forgetting",
                                                     "judge", "style", "borrowed"]  # fmt: skip
@@ -173,6 +258,10 @@ def test_report_renders_in_headless_chromium(finished_experiment, tmp_path):
         page.goto((finished_experiment / "report.html").as_uri())
         assert page.locator("#findings-table tr").count() == 1 + 9
         assert page.get_by_text("style share", exact=False).count() >= 1  # the borrowing sections
+        assert page.locator("table.answers tr").count() == 1 + 4  # the answers, side by side
+        assert page.locator("table.answers td.answer").count() == 3 * 4
+        assert page.locator("table.answers .flag").count() >= 1  # 8 new tokens: some answers are cut
+        assert page.locator("ul.look-at li").count() >= 1
         images = page.locator("img")
         assert images.count() >= 6
         # Every figure decoded: an image that failed to load has no natural width.
@@ -258,3 +347,43 @@ def test_demo_configs_are_valid():
     assert quick.methods == full.methods == ["lora", "full"]
     assert quick.train["epochs"] < full.train["epochs"]
     assert demo_config(judge={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
+
+
+def test_notebook_loads_an_experiment_and_its_stages(finished_experiment, monkeypatch, tmp_path):
+    from tunescope.notebook import Experiment, StageOutput, load
+
+    monkeypatch.chdir(tmp_path)  # from anywhere
+    experiment = load(finished_experiment, bootstrap_samples=200)
+    assert isinstance(experiment, Experiment) and experiment.complete
+    report = json.loads((finished_experiment / "report.json").read_text())
+    assert set(experiment.findings["key"]) == {finding["key"] for finding in report["findings"]}
+    shift = experiment.shift.set_index("method")
+    assert set(shift.index) == {"lora", "full"}
+    for method in ("lora", "full"):
+        tokens = experiment.tokens(method)
+        assert len(tokens) == shift.loc[method, "n_tokens"]
+        assert shift.loc[method, "kl"] == pytest.approx(tokens["kl"].mean(), rel=1e-4)
+        assert shift.loc[method, "shifted"] == pytest.approx((tokens["klass"] == "shifted").mean())
+    assert set(experiment.probe["model"]) == {"base", "lora", "full"}
+    assert set(experiment.judge["aspect"]) >= {"overall"}
+    assert len(experiment.judgements()) > 0
+    answers = experiment.answers
+    assert len(answers) == 3 * 4 and set(answers["model"]) == {"base", "lora", "full"}
+    stages = experiment.stages
+    assert (stages["disk_bytes"] > 0).all() and set(stages["step"]) >= {"lora/train", "full/shift", "probe"}
+    assert len(experiment.training) == 2 and (experiment.training["steps"] > 0).all()
+
+    # A single stage: the experiment's stage directory, or the command's own output inside it.
+    manifest = json.loads((finished_experiment / "experiment.json").read_text())["cells"][0]["stages"]
+    trained = load(finished_experiment / manifest["lora/train"]["dir"])
+    assert isinstance(trained, StageOutput) and trained.kind == "train"
+    assert trained.summary["steps"] == len(trained.frames["metrics"].dropna(subset=["loss"]))
+    assert Path(trained.settings["data"]).is_file()  # recorded relative, usable from here
+    shifted = load(finished_experiment / manifest["lora/shift"]["dir"] / "shift")
+    assert shifted.kind == "shift" and len(shifted.frames["tokens"]) == shift.loc["lora", "n_tokens"]
+    probe = load(finished_experiment / manifest["probe"]["dir"])
+    assert probe.kind == "probe" and set(probe.frames["models"]["set"]) >= {"facts", "control", "general"}
+    generated = load(finished_experiment / manifest["base_generate"]["dir"])
+    assert generated.kind == "generate" and generated.summary["responses"] == 4
+    with pytest.raises(UserError, match="holds no tunescope"):
+        load(tmp_path)

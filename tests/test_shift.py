@@ -336,7 +336,25 @@ def test_the_viewer_escapes_model_text(tmp_path, pair_dirs):
 def test_the_viewer_shows_a_bounded_number_of_responses(tmp_path, pair_dirs):
     result = run_shift(tmp_path, pair_dirs.base, pair_dirs.adapter, pair_dirs.from_adapter, viewer_max_examples=3)
     html = result.viewer.read_text()
-    assert html.count('<section class="example">') == 3 and f"Showing the first 3 of {len(PAIRS)}" in html
+    assert html.count('<section class="example"') == 3 and f"Showing the first 3 of {len(PAIRS)}" in html
+    assert "own answer" not in html  # no base answers given
+
+
+@pytest.mark.filterwarnings("ignore:only .* of response tokens")
+def test_the_viewer_shows_the_base_models_own_answer_beside_the_tuned_one(tmp_path, pair_dirs):
+    tuned = [{"id": "q1", "instruction": "Name a colour.", "output": "Red."},
+             {"id": "q2", "instruction": "Say hello.", "output": "Hello."}]  # fmt: skip
+    base = [{"id": "q1", "instruction": "Name a colour.", "output": "Blue <script>alert(3)</script>, and blue."}]
+    result = run_shift(
+        tmp_path, pair_dirs.base, pair_dirs.adapter, write_jsonl(tmp_path / "tuned.jsonl", tuned),
+        base_responses=str(write_jsonl(tmp_path / "base.jsonl", base)),
+    )  # fmt: skip
+    html = result.viewer.read_text()
+    sections = {index: html.split(f'id="response-{index}"')[1].split("</section>")[0] for index in (0, 1)}
+    assert "own answer" in sections[0] and "Blue &lt;script&gt;alert(3)&lt;/script&gt;, and blue." in sections[0]
+    assert "(no answer)" in sections[1]  # the base file has no answer to q2
+    assert "<script>alert(3)" not in html
+    assert result.summary["settings"]["base_responses"] == str(tmp_path / "base.jsonl")  # absolute: as given
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Raw-text data and continued pre-training: documents, packing, runs that start from runs, NEFTune."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from tunescope.cli import main
 from tunescope.data import DataSettings, load_examples, tokenize_documents
 from tunescope.data.readers import split_documents
 from tunescope.models import MERGED_PARENT, load_model, load_tokenizer, resolve_model
+from tunescope.rundir import run_lineage
 from tunescope.train.neftune import example_lengths
 
 from conftest import CORPUS, assert_one_line, cli_run, rows_in_format, write_jsonl
@@ -148,7 +150,9 @@ def test_continued_pretraining_then_instruction_tuning(tiny_model_dir, tmp_path,
     assert train(cpt, qa, tuned, "--method", "lora", "--max-steps", "2", "--learning-rate", "3e-2") == 0
     chain = json.loads((tuned / "provenance.json").read_text())["lineage"]
     assert [(entry["method"], entry["data"]["format"]) for entry in chain] == [("lora", "text")]
-    assert chain[0]["run"] == str(cpt.resolve()) and chain[0]["data"]["sha256"] == provenance["data"]["sha256"]
+    # Recorded relative to the run, so the chain can be moved together (tunescope.paths).
+    assert (tuned / chain[0]["run"]).resolve() == cpt.resolve() and not Path(chain[0]["run"]).is_absolute()
+    assert chain[0]["data"]["sha256"] == provenance["data"]["sha256"]
     # LoRA on a LoRA run: the first adapter is merged into the base, and that merged model is the new base.
     merged = tuned / MERGED_PARENT
     source = resolve_model(str(tuned))
@@ -187,7 +191,8 @@ def test_a_chain_of_three_runs_is_recorded_oldest_first(tiny_model_dir, tmp_path
     assert train(tmp_path / "a" / "model", qa, tmp_path / "b", "--method", "full", "--max-steps", "1") == 0
     assert train(tmp_path / "b", qa, tmp_path / "c", "--method", "lora", "--max-steps", "1") == 0
     chain = json.loads((tmp_path / "c" / "provenance.json").read_text())["lineage"]
-    assert [entry["run"] for entry in chain] == [str((tmp_path / name).resolve()) for name in ("a", "b")]
+    assert [entry["run"] for entry in chain] == ["../a", "../b"]  # relative to the run (tunescope.paths)
+    assert [entry["run"] for entry in run_lineage(tmp_path / "c")] == [str(tmp_path / name) for name in ("a", "b")]
     assert [entry["data"]["format"] for entry in chain] == ["text", "alpaca"]
     assert not (tmp_path / "c" / MERGED_PARENT).exists()  # a full run's model is the adapter's base as it is
 

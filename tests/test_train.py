@@ -128,7 +128,17 @@ def test_resume_continues_the_same_curve(tiny_model_dir, tmp_path):
     import shutil
 
     data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages") * 2)
-    extra = ["--epochs", "3", "--save-steps", "4", "--save-total-limit", "5", "--lora-dropout", "0.1"]
+    extra = [
+        "--epochs",
+        "3",
+        "--save-steps",
+        "4",
+        "--save-total-limit",
+        "5",
+        "--lora-dropout",
+        "0.1",
+        "--keep-checkpoints",
+    ]
     reference = tmp_path / "reference"
     assert main(train_args(tiny_model_dir, data, reference, *extra)) == 0
 
@@ -170,6 +180,9 @@ def test_resume_after_kill(tiny_model_dir, tmp_path):
     assert main(["train", "--out", str(out), "--resume"]) == 0
     summary = json.loads((out / "run.json").read_text())
     assert summary["steps"] == 6 * (64 // 4) and summary["resumed_from"].startswith("checkpoint-")
+    # The checkpoints served the resume; the finished run keeps its weights and metrics only.
+    assert not (out / "checkpoints").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
     steps = [row["step"] for row in read_metrics(out)]
     assert steps == list(range(1, summary["steps"] + 1))  # no gaps, no duplicates
     # A second resume of a finished run does nothing and says where the outputs are.
@@ -273,6 +286,7 @@ def test_shift_monitor_survives_a_resume(tiny_model_dir, tmp_path):
         "5",
         "--monitor-every",
         "2",
+        "--keep-checkpoints",
     ]
     extra += ["--monitor-prompts", str(data), "--monitor-examples", "2", "--monitor-tokens", "6"]
     reference = tmp_path / "reference"

@@ -24,6 +24,7 @@ from tunescope.assets import cache_dir, convert_gguf
 from tunescope.config import Config
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file
+from tunescope.paths import resolved_path
 
 RUN_MARKER = "run.json"
 MERGED_PARENT = "merged-parent"
@@ -104,7 +105,8 @@ def _adapter_base(adapter_dir: Path) -> ModelSource:
     if recorded and not Path(recorded).exists() and (merged / "config.json").is_file():
         recorded = str(merged)
     elif recorded and not Path(recorded).exists() and run_file.is_file():
-        recorded = json.loads(run_file.read_text(encoding="utf-8")).get("model", recorded)
+        asked = json.loads(run_file.read_text(encoding="utf-8")).get("model")
+        recorded = resolved_path(asked, adapter_dir.parent) if asked else recorded  # run.json: relative to the run
     if not recorded:
         raise UserError(f"{adapter_dir}/adapter_config.json: no base_model_name_or_path")
     return resolve_model(recorded)

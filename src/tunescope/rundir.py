@@ -8,6 +8,7 @@ pre-training, then instruction tuning) records the chain of runs before it (:fun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from enum import Enum
@@ -19,12 +20,21 @@ import yaml
 from tunescope.errors import UserError
 from tunescope.files import write_yaml
 from tunescope.locks import is_lock_file
+from tunescope.paths import recorded_path, resolved_path
 
 CONFIG_FILE = "config.yaml"
 DONE_FILE = "run.json"
 PROVENANCE_FILE = "provenance.json"
 ARTIFACTS = ("adapter", "model")
 """Names of a finished training run's output directory: a LoRA adapter, or a whole model."""
+PATH_SETTINGS = frozenset(
+    {
+        "model", "data", "base", "tuned", "responses", "base_responses", "monitor_prompts", "shift", "train",
+        "judge_model", "rewriter_model", "base_model", "tuned_model", "import_justeval",
+    }
+)  # fmt: skip
+"""Settings that may hold a local path: a run's config.yaml records them relative to the run directory
+(:mod:`tunescope.paths`), so a run reads the same after it is moved; ``out`` is the directory itself."""
 
 
 class RunState(Enum):
@@ -35,18 +45,62 @@ class RunState(Enum):
     DONE = "done"
 
 
+def _map_paths(settings: dict[str, Any], convert: Any) -> dict[str, Any]:
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            return convert(value)
+        if isinstance(value, list):
+            return [convert(item) if isinstance(item, str) else item for item in value]
+        return value
+
+    return {key: one(value) if key in PATH_SETTINGS else value for key, value in settings.items()}
+
+
+def recorded_settings(settings: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``settings`` as run directory ``out`` records them: local paths relative to ``out``, ``out`` as ``.``."""
+    recorded = _map_paths(settings, lambda value: recorded_path(value, out))
+    return recorded | ({"out": "."} if "out" in settings else {})
+
+
 def saved_config(out: Path) -> dict[str, Any] | None:
-    """The resolved settings stored in run directory ``out``, if it is one."""
+    """The resolved settings stored in run directory ``out``, if it is one, with its paths usable from here."""
+    raw = recorded_config(out)
+    if raw is None:
+        return None
+    resolved = _map_paths(raw, lambda value: resolved_path(value, out))
+    return resolved | ({"out": str(out)} if raw.get("out") == "." else {})
+
+
+def recorded_config(out: Path) -> dict[str, Any] | None:
+    """The settings as run directory ``out`` stores them (paths relative to it), if it is a run."""
     path = out / CONFIG_FILE
     if not path.is_file():
         return None
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def _same_file(value: Any) -> Any:
+    """A path setting as compared: an existing local path by where it is, anything else as it is."""
+    if isinstance(value, list):
+        return [_same_file(item) for item in value]
+    if isinstance(value, str) and Path(value).expanduser().exists():
+        return os.path.abspath(Path(value).expanduser())
+    return value
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str]) -> list[str]:
-    """Names of settings whose values differ, as ``name (old -> new)``."""
+    """Names of settings whose values differ, as ``name (old -> new)``.
+
+    Both are settings as read from here (:func:`saved_config` for a saved run): a path setting given
+    relative to one directory and absolute from another names the same file, and is the same.
+    """
     keys = [key for key in {**old, **new} if key not in ignore]
-    return [f"{key} ({old.get(key)!r} -> {new.get(key)!r})" for key in keys if old.get(key) != new.get(key)]
+    return [
+        f"{key} ({old.get(key)!r} -> {new.get(key)!r})"
+        for key in keys
+        if old.get(key) != new.get(key)
+        and (key not in PATH_SETTINGS or _same_file(old.get(key)) != _same_file(new.get(key)))
+    ]
 
 
 def check_run_dir(
@@ -102,7 +156,7 @@ def start_run_dir(out: Path, config: dict[str, Any]) -> None:
             pass
     except OSError as err:
         raise UserError(f"--out {out}: cannot write there ({err.strerror})") from None
-    write_yaml(out / CONFIG_FILE, config)
+    write_yaml(out / CONFIG_FILE, recorded_settings(config, out))
 
 
 def run_directory(spec: str | Path) -> Path | None:
@@ -120,25 +174,57 @@ def lineage_entry(run_dir: Path) -> dict[str, Any]:
     settings = saved_config(run_dir) or {}
     provenance = _read_json(run_dir / PROVENANCE_FILE) or {}
     data = provenance.get("data", {})
+    source = data.get("source")
     return {
         "run": str(run_dir),
         "model": settings.get("model"),
         "method": settings.get("method"),
         "data": {
-            "source": data.get("source", settings.get("data")),
+            "source": resolved_path(source, run_dir) if source else settings.get("data"),
             "format": data.get("format", settings.get("format")),
             "sha256": data.get("sha256"),
         },
     }
 
 
+def recorded_lineage(lineage: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """A chain of runs as ``run_dir``'s provenance records it: paths relative to ``run_dir``.
+
+    A run's directory is recorded relative even when it was found by its absolute path: a chain of
+    runs is moved or copied together.
+    """
+    here = run_dir.expanduser().absolute()
+    return [
+        {
+            **entry,
+            "run": Path(os.path.relpath(Path(entry["run"]).absolute(), here)).as_posix(),
+            "model": recorded_path(entry["model"], run_dir) if entry.get("model") else entry.get("model"),
+            "data": {**entry["data"], "source": recorded_path(str(entry["data"]["source"]), run_dir)}
+            if entry.get("data", {}).get("source")
+            else entry.get("data"),
+        }
+        for entry in lineage
+    ]
+
+
 def run_lineage(run_dir: Path) -> list[dict[str, Any]]:
     """The runs ``run_dir`` descends from, oldest first (empty for a run trained from a base model).
 
-    Read from the run's ``provenance.json`` (its ``lineage``), where training recorded it.
+    Read from the run's ``provenance.json`` (its ``lineage``), where training recorded it; the paths
+    are returned usable from the working directory.
     """
     provenance = _read_json(run_dir / PROVENANCE_FILE) or {}
-    return list(provenance.get("lineage", []))
+    return [_resolved_entry(entry, run_dir) for entry in provenance.get("lineage", [])]
+
+
+def _resolved_entry(entry: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A lineage entry of ``run_dir``'s provenance with its paths usable from here."""
+    resolved = {**entry, "run": resolved_path(entry["run"], run_dir)}
+    if entry.get("model"):
+        resolved["model"] = resolved_path(entry["model"], run_dir)
+    if (entry.get("data") or {}).get("source"):
+        resolved["data"] = {**entry["data"], "source": resolved_path(str(entry["data"]["source"]), run_dir)}
+    return resolved
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

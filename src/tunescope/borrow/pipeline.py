@@ -47,7 +47,17 @@ from tunescope.files import atomic_path, write_json, write_jsonl, write_text, wr
 from tunescope.generate.store import ResponseRecord
 from tunescope.locks import output_lock
 from tunescope.models import load_tokenizer
-from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
+from tunescope.paths import recorded_path
+from tunescope.progress import progress as show_progress
+from tunescope.rundir import (
+    CONFIG_FILE,
+    DONE_FILE,
+    check_run_dir,
+    config_differences,
+    recorded_settings,
+    saved_config,
+    start_run_dir,
+)
 from tunescope.shift.output import ShiftRun, read_shift_run
 
 BORROW_FILE = "borrow.json"
@@ -103,7 +113,7 @@ def claim_output(config: BorrowConfig, overwrite: bool) -> Path:
     if previous is not None and not overwrite and not config_differences(previous, settings, RUNTIME_SETTINGS):
         # The same analysis again (after a crash, or to refresh it): keep the answers generated so far.
         (out / DONE_FILE).unlink(missing_ok=True)
-        write_yaml(out / CONFIG_FILE, settings)
+        write_yaml(out / CONFIG_FILE, recorded_settings(settings, out))
         return out
     check_run_dir(out, settings, resume=False, overwrite=overwrite)
     start_run_dir(out, settings)
@@ -140,7 +150,7 @@ def get_base_answers(
     wanted = [response.example_id for response in run.responses]
     if config.base_responses and path.is_file():
         answers = read_answers(path)
-        return answers, {"path": str(path), "generated": False, "model": None}
+        return answers, {"path": recorded_path(str(path), out), "generated": False, "model": None}
     if not config.generate_base:
         return None, None
     model = config.base_model or str(run.settings.get("base"))
@@ -150,7 +160,8 @@ def get_base_answers(
     log(f"base answers: {len(prompts)} prompts with {model} (max {max_new_tokens} new tokens) into {path}")
     answers = ask(model, prompts, path, max_new_tokens=max_new_tokens, template=generation["template"],
                   batch_size=config.batch_size)  # fmt: skip
-    return answers, {"path": str(path), "generated": True, "model": model, "max_new_tokens": max_new_tokens}
+    described = {"path": recorded_path(str(path), out), "generated": True, "model": recorded_path(model, out)}
+    return answers, {**described, "max_new_tokens": max_new_tokens}
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -189,9 +200,10 @@ def _embeddings(
     )
     started = time.perf_counter()
     log(f"embeddings of {len(index)} training examples (cached in {index.directory})")
-    matrix = cached_embeddings(
-        index.directory, lambda a, b: [index.plain_text(row) for row in range(a, b)], len(index), embedder
-    )
+    with show_progress("borrow: embeddings", len(index), "examples") as shown:
+        matrix = cached_embeddings(
+            index.directory, lambda a, b: [index.plain_text(row) for row in range(a, b)], len(index), embedder, shown
+        )
     return matrix, embedder.embed(queries), {**embedder.describe(), "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -329,7 +341,7 @@ def words_found(
 
 
 def lengths(
-    config: BorrowConfig, inputs: BorrowInputs, index: TrainingIndex, base: list[ResponseRecord] | None
+    config: BorrowConfig, inputs: BorrowInputs, index: TrainingIndex, base: list[ResponseRecord] | None, out: Path
 ) -> dict[str, Any]:
     """Response lengths of the training data, the tuned and the base model (the ``imitation`` section, Table 11)."""
     run, tuned = inputs.run, inputs.tuned
@@ -344,7 +356,7 @@ def lengths(
         length_stats(tuned_texts, token_counts(tokenizer, tuned_texts), truncated=tuned_truncated),
         length_stats(base_texts, token_counts(tokenizer, base_texts),
                      truncated=[answer.finish_reason == "length" for answer in base]) if base is not None else None,
-        tokenizer_name=tuned_model,
+        tokenizer_name=recorded_path(tuned_model, out),
     )  # fmt: skip
 
 
@@ -419,15 +431,15 @@ def borrow_summary(
     sections: dict[str, Any],
     spans: SpanResults,
     timings: dict[str, float],
+    out: Path,
 ) -> dict[str, Any]:
-    """The contents of borrow.json."""
+    """The contents of borrow.json (paths relative to ``out``, the directory that holds it)."""
     return {
         "schema": SCHEMA,
         "shift": {
-            "directory": str(run.directory),
+            "directory": recorded_path(str(run.directory), out),
             "mode": run.mode,
-            "base": run.settings.get("base"),
-            "tuned": run.settings.get("tuned"),
+            **{side: recorded_path(str(run.settings.get(side)), out) for side in ("base", "tuned")},
             "n_responses": len(run.responses),
             "n_tokens": int(sum(len(r.klass) for r in run.responses)),
             "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
@@ -435,7 +447,8 @@ def borrow_summary(
         },
         "training": {key: index.manifest.get(key) for key in TRAINING_FIELDS}
         | {
-            "index": str(index.directory),
+            "source": recorded_path(str(index.manifest.get("source")), out),
+            "index": recorded_path(str(index.directory), out),
             "index_built_now": built,
             "index_build_seconds": index.manifest["build_seconds"],
             "ids": "each example's id field, else its 0-based row number in the source",
@@ -446,7 +459,7 @@ def borrow_summary(
         "embedder": spans.embedder,
         "files": {"spans": SPANS_FILE if spans.records else None, "html": HTML_FILE},
         "timings": timings,
-        "settings": config_to_dict(config),
+        "settings": recorded_settings(config_to_dict(config), out),
     }
 
 
@@ -503,11 +516,11 @@ def _borrow(config: BorrowConfig, *, overwrite: bool, log: Callable[[str], None]
     base = matched_base_answers(run, answers, base_description)
     borrowed = words_found(config, run, index, base)
     lap("borrowed_words")
-    imitation = lengths(config, inputs, index, base)
+    imitation = lengths(config, inputs, index, base, out)
     lap("imitation")
     spans = attribute_spans(config, inputs, index, out, say, lap)
     sections = {"style_tokens": style, "borrowed_words": borrowed, "base_responses": base_description,
                 "imitation": imitation}  # fmt: skip
-    summary = borrow_summary(config, run, index, built, sections, spans, lap.timings)
+    summary = borrow_summary(config, run, index, built, sections, spans, lap.timings, out)
     write_outputs(out, summary, spans.records)
     return BorrowResult(out, summary, spans.records)

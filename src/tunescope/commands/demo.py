@@ -12,6 +12,7 @@ from tunescope.commands.report import print_findings
 from tunescope.errors import IncompleteRun, UserError
 from tunescope.experiment.demo import demo_config
 from tunescope.experiment.pipeline import MANIFEST, run_experiment
+from tunescope.experiment.stages import disk_bytes, human_bytes
 from tunescope.report import build_report
 
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for method, run_dir in _trained_runs(manifest).items():
         artifact = run_dir / ("adapter" if method == "lora" else "model")
         print(f"{method}: {artifact}  (metrics: {run_dir / 'metrics.jsonl'}, loss plot: {run_dir / 'loss.png'})")
-    print(f"experiment: {manifest}")
+    print(f"experiment: {manifest}  ({human_bytes(disk_bytes(Path(out)))} on disk; per stage: see log.txt)")
     print(f"report: {report.html}")
     if incomplete is not None:
         raise incomplete

@@ -8,6 +8,7 @@ from tunescope.config import build_config
 from tunescope.errors import IncompleteRun
 from tunescope.experiment.config import ExperimentConfig
 from tunescope.experiment.pipeline import run_experiment
+from tunescope.experiment.stages import disk_bytes, human_bytes
 from tunescope.report import build_report
 
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report:  # the finished stages are worth seeing; the report says what is missing
             print(f"report: {build_report(args.out).html}")
         raise
-    print(f"experiment: {manifest}")
+    print(f"experiment: {manifest}  ({human_bytes(disk_bytes(manifest.parent))} on disk; per stage: see log.txt)")
     if args.report:
         print(f"report: {build_report(args.out).html}")
     return 0

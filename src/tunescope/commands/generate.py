@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tunescope.config import add_config_arguments, build_config
 from tunescope.distributed import end_processes, is_main_process
@@ -26,13 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and generate."""
-    from tqdm import tqdm
-
     overrides = {name: getattr(args, name) for name in GenerateConfig.model_fields if hasattr(args, name)}
     config = build_config(GenerateConfig, yaml_path=args.config, overrides=overrides)
     main = is_main_process()  # under `accelerate launch`, one process reports for all
-    with tqdm(unit="response", desc="generate", disable=not (main and sys.stderr.isatty()), leave=False) as bar:
-        result = generate(config, overwrite=args.overwrite, progress=bar.update)
+    result = generate(config, overwrite=args.overwrite)
     if main:
         processes = f", {result.processes} processes" if result.processes > 1 else ""
         print(f"responses: {result.path} ({result.n_new} generated, {result.n_existing} already there{processes})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tunescope.config import add_config_arguments, build_config
 from tunescope.distributed import end_processes, is_main_process
@@ -27,13 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, score the responses and print the headline numbers."""
-    from tqdm import tqdm
-
     overrides = {name: getattr(args, name) for name in ShiftConfig.model_fields if hasattr(args, name)}
     config = build_config(ShiftConfig, yaml_path=args.config, overrides=overrides)
     main = is_main_process()  # under `accelerate launch`, one process reports for all
-    with tqdm(unit="tok", desc="shift", disable=not (main and sys.stderr.isatty()), leave=False) as bar:
-        result = compute_shift(config, overwrite=args.overwrite, progress=bar.update)
+    result = compute_shift(config, overwrite=args.overwrite)
     if main:
         _report(result)
     end_processes()

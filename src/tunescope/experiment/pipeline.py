@@ -5,7 +5,9 @@ prompts, and is compared with the base model, which answers the same prompts onc
 that start from continued pre-training (cpt+lora, cpt+full) train on top of one ``cpt`` stage per
 model, shared by every cell. The manifest ``experiment.json`` lists every arm (its method, settings
 and parent) and every stage with its directory and summary, and is rewritten after each stage, so a
-report can be drawn from an unfinished experiment.
+report can be drawn from an unfinished experiment. Every path the manifest and the stages' outputs
+record is relative to the file that records it (stage summaries: to the experiment directory), so the
+experiment can be moved or copied (:mod:`tunescope.paths`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tunescope.train import TrainConfig, train
 MANIFEST = "experiment.json"
 
 
-def _data_stage(spec: DatasetSpec) -> Stage:
+def _data_stage(spec: DatasetSpec, runner: StageRunner) -> Stage:
     """Write the dataset's examples (mixed and subset as specified) into one JSONL file."""
 
     def run(directory: Path) -> dict[str, Any]:
@@ -40,12 +42,17 @@ def _data_stage(spec: DatasetSpec) -> Stage:
             loaded = load_examples(DataSettings(data=source.data, format=source.format, subset_size=source.subset_size))
             rows += [{"id": example.id, "messages": example.messages} for example in loaded.examples]
         write_jsonl(directory / "train.jsonl", rows)
-        return {"examples": len(rows), "path": str(directory / "train.jsonl")}
+        return {"examples": len(rows), "path": runner.recorded(directory / "train.jsonl")}
 
     return Stage("data", f"data {spec.name}", spec.model_dump(mode="json"), run)
 
 
-def _cpt_stage(config: ExperimentConfig, model: str) -> Stage:
+def _trained(runner: StageRunner, directory: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """A training stage's summary: the run, relative to the experiment, and how it ended."""
+    return {"run": runner.recorded(directory), "final_loss": summary["final_loss"], "steps": summary["steps"]}
+
+
+def _cpt_stage(config: ExperimentConfig, model: str, runner: StageRunner) -> Stage:
     """Continued pre-training of ``model`` on the grid's text (the parent of the cpt+ arms)."""
     cpt = config.cpt
     settings = {
@@ -56,7 +63,7 @@ def _cpt_stage(config: ExperimentConfig, model: str) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
         train_config = TrainConfig.model_validate({**settings, "out": str(directory)})
         result = train(train_config, resume=(directory / "config.yaml").is_file())
-        return {"run": str(directory), "final_loss": result.summary["final_loss"], "steps": result.summary["steps"]}
+        return _trained(runner, directory, result.summary)
 
     return Stage("train", f"cpt {cpt.method} {display_name(model)} {cpt.data}", settings, run)
 
@@ -76,7 +83,7 @@ def _train_stage(
         # An interrupted run left its settings behind: continue it from its last checkpoint.
         resume = (directory / "config.yaml").is_file()
         result = train(train_config, resume=resume)
-        return {"run": str(directory), "final_loss": result.summary["final_loss"], "steps": result.summary["steps"]}
+        return _trained(runner, directory, result.summary)
 
     label = f"train {arm.name} {display_name(model)} {data.label.removeprefix('data ')} n={size or 'all'}"
     return Stage("train", label, settings, run, [data, *([parent] if parent else [])])
@@ -94,13 +101,15 @@ def _generate_stage(config: ExperimentConfig, model_stage: Stage | None, model: 
                 max_new_tokens=config.eval.max_new_tokens, out=str(responses),
             )
         )  # fmt: skip
-        return {"responses": str(responses)}
+        return {"responses": runner.recorded(responses)}
 
     who = model_stage.label.removeprefix("train ") if model_stage else f"base {display_name(model)}"
     return Stage("generate", f"generate {who}", settings, run, [model_stage] if model_stage else [])
 
 
-def _shift_stage(config: ExperimentConfig, model: str, tuned: Stage, responses: Stage, runner: StageRunner) -> Stage:
+def _shift_stage(
+    config: ExperimentConfig, model: str, tuned: Stage, responses: Stage, base_generation: Stage, runner: StageRunner
+) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
         shift_config = ShiftConfig.model_validate(
             {
@@ -108,12 +117,15 @@ def _shift_stage(config: ExperimentConfig, model: str, tuned: Stage, responses: 
                 "base": model,
                 "tuned": str(runner.directory(tuned)),
                 "responses": str(runner.directory(responses) / "responses.jsonl"),
+                # Shown beside each tuned answer in the viewer. Not an input of the stage's key: the base
+                # generation is fixed by the model and the eval settings, which the key holds already.
+                "base_responses": str(runner.directory(base_generation) / "responses.jsonl"),
                 "out": str(directory / "shift"),
             }
         )
         result = compute_shift(shift_config, overwrite=True)
         summary = result.summary
-        return {"shift": str(directory / "shift"), "kl_mean": summary["kl_mean"], "shifted": summary["shifted"]}
+        return {"shift": runner.recorded(directory / "shift"), **{key: summary[key] for key in ("kl_mean", "shifted")}}
 
     label = f"shift {tuned.label.removeprefix('train ')}"
     return Stage("shift", label, {"base": model, **config.shift}, run, [tuned, responses])
@@ -144,7 +156,7 @@ def _judge_stage(
         result = judge(judge_config)
         if (incomplete := incomplete_message(result.summary, result.out)) is not None:
             raise IncompleteRun(incomplete)  # not marked done: the next run asks only what is missing
-        return {"judge": str(directory / "judge"), "stand_in": result.summary.get("stand_in_judge")}
+        return {"judge": runner.recorded(directory / "judge"), "stand_in": result.summary.get("stand_in_judge")}
 
     return Stage("judge", f"judge {cell}", {**(config.judge or {}), **naming}, run, list(generations.values()))
 
@@ -161,7 +173,7 @@ def _probe_stage(
             max_questions=config.probes.max_questions, passages=config.probes.passages, labels=list(tuned),
         )  # fmt: skip
         report = run_probes(probe_config)
-        return {"probe": str(directory / "probe"), "facts_taught": report["facts_taught"]}
+        return {"probe": runner.recorded(directory / "probe"), "facts_taught": report["facts_taught"]}
 
     return Stage("probe", f"probe {cell}", settings, run, list(tuned.values()))
 
@@ -178,7 +190,7 @@ def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: St
             )
         )
         style_share = result.borrow["style_tokens"]["headline"]["style_share"]
-        return {"borrow": str(directory / "borrow"), "style_share": style_share}
+        return {"borrow": runner.recorded(directory / "borrow"), "style_share": style_share}
 
     return Stage("borrow", f"borrow {tuned.label.removeprefix('train ')}", {}, run, [tuned, shift, base_generation])
 
@@ -189,10 +201,10 @@ def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
     naming = _naming(arms)
     cells = []
     for spec in config.dataset_specs():
-        data = _data_stage(spec)
+        data = _data_stage(spec, runner)
         for model in config.models:
             base_generation = _generate_stage(config, None, model, runner)
-            cpt = _cpt_stage(config, model) if any(arm.continued_pretraining for arm in arms) else None
+            cpt = _cpt_stage(config, model, runner) if any(arm.continued_pretraining for arm in arms) else None
             for size in config.subset_sizes:
                 name = f"{display_name(model)} {spec.name} n={size or 'all'}"
                 trained = {
@@ -202,7 +214,9 @@ def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
                     for arm in arms
                 }
                 generations = {a: _generate_stage(config, stage, model, runner) for a, stage in trained.items()}
-                shifts = {a: _shift_stage(config, model, trained[a], generations[a], runner) for a in trained}
+                shifts = {
+                    a: _shift_stage(config, model, trained[a], generations[a], base_generation, runner) for a in trained
+                }
                 stages: dict[str, Any] = {"data": data, "base_generate": base_generation}
                 if cpt is not None:
                     stages["cpt"] = cpt

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -58,14 +59,48 @@ class Stage:
         return f"{self.name}-{self.key}"
 
 
+LOG_FILE = "log.txt"
+"""The experiment's progress lines, appended by every run into it."""
+
+
+def disk_bytes(directory: Path) -> int:
+    """Bytes of the files under ``directory`` (links not followed)."""
+    return sum(path.lstat().st_size for path in directory.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def human_bytes(count: float) -> str:
+    """``count`` bytes as 1.2 MB, 3.4 GB (powers of 1000, as ``du --si`` and file managers print them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
 class StageRunner:
-    """Runs stages under one experiment directory, skipping finished ones."""
+    """Runs stages under one experiment directory, skipping finished ones.
+
+    The stages are handed paths relative to the working directory (``root`` is made so): what they
+    record in their outputs is then relative to where it is recorded (:mod:`tunescope.paths`), and
+    the experiment can be moved. Progress lines go to ``stream`` and are appended to ``log.txt``.
+    """
 
     def __init__(self, root: Path, total: int, stream: Any = None):
-        self.root = root
+        self.root = Path(os.path.relpath(root.expanduser().absolute()))
         self.total = total
         self.count = 0
         self.stream = stream or sys.stderr
+
+    def recorded(self, path: Path) -> str:
+        """``path`` as the manifest records it: relative to the experiment directory."""
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+    def say(self, line: str) -> None:
+        """Print a progress line and append it, timestamped, to the experiment's log."""
+        print(line, file=self.stream, flush=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOG_FILE).open("a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def directory(self, stage: Stage) -> Path:
         """Where ``stage`` writes its outputs."""
@@ -85,9 +120,9 @@ class StageRunner:
         self.count += 1
         prefix = f"[{self.count}/{self.total}] {stage.label}"
         if (summary := self.finished(stage)) is not None:
-            print(f"{prefix}: finished earlier, skipped", file=self.stream, flush=True)
+            self.say(f"{prefix}: finished earlier, skipped")
             return summary
-        print(f"{prefix} ...", file=self.stream, flush=True)
+        self.say(f"{prefix} ...")
         started = time.perf_counter()
         directory = self.directory(stage)
         directory.mkdir(parents=True, exist_ok=True)
@@ -100,9 +135,10 @@ class StageRunner:
         try:
             summary |= stage.run(directory)
         except IncompleteRun as err:
-            print(f"{prefix}: incomplete: {err}", file=self.stream, flush=True)
+            self.say(f"{prefix}: incomplete: {err}")
             return {**summary, "incomplete": str(err)}
         summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary["disk_bytes"] = disk_bytes(directory)
         write_json(self.root / "done" / f"{stage.slug}.json", summary)
-        print(f"{prefix}: done in {summary['seconds']:.0f} s", file=self.stream, flush=True)
+        self.say(f"{prefix}: done in {summary['seconds']:.0f} s, {human_bytes(summary['disk_bytes'])} on disk")
         return summary

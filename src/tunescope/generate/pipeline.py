@@ -34,6 +34,8 @@ from tunescope.generate.store import ResponseFile, ResponseRecord, response_line
 from tunescope.generate.vllm_backend import VLLMGenerator, require_vllm
 from tunescope.locks import output_lock
 from tunescope.models import load_model, load_tokenizer, resolve_model
+from tunescope.paths import recorded_path, resolved_path
+from tunescope.progress import progress as show_progress
 from tunescope.rundir import config_differences
 
 
@@ -92,7 +94,9 @@ def _record(
 def _check_same_run(path: Path, records: list[ResponseRecord], model: str, decoding: dict[str, Any]) -> None:
     wanted = {"model": model, **decoding}
     for record in records:
-        found = {"model": record.model, **(record.generation or {})}
+        # The file records the model relative to itself (tunescope.paths); compared as read from here.
+        recorded = resolved_path(record.model, path.parent) if record.model else record.model
+        found = {"model": recorded, **(record.generation or {})}
         if changed := config_differences(found, wanted, frozenset()):
             raise UserError(
                 f"--out {path}: holds responses generated differently ({', '.join(changed[:3])}); "
@@ -241,6 +245,7 @@ def _generate(
     existing, parted = store.load(), _part_records(parts)
     state.wait_for_everyone()  # everyone has the same view before anyone appends
     _check_same_run(path, existing + parted, config.model, decoding)
+    recorded_model = recorded_path(config.model, path.parent)  # as the responses file records it (tunescope.paths)
     done = {record.id for record in existing + parted}
     pending = [example for example in prompts if example.id not in done]
     position = {example.id: index for index, example in enumerate(prompts)}
@@ -262,15 +267,18 @@ def _generate(
         decode = _decoder(config, source, tokenizer, precision, model_device(state) or _default_device())
         # Each process draws its own random stream when sampling (the seed plus its index).
         torch.manual_seed(config.seed + state.process_index)
-        for batch in mine:
-            outputs = decode([ids for _, _, ids in batch], decoding)
-            records = [
-                _record(example, prompt, ids, generated, tokenizer, config.model, decoding)
-                for (example, prompt, ids), generated in zip(batch, outputs, strict=True)
-            ]
-            target.append(records)
-            if progress:
-                progress(len(records))
+        total = sum(len(batch) for batch in mine)
+        with show_progress("generate", total, "responses", enabled=state.is_main_process) as shown:
+            for batch in mine:
+                outputs = decode([ids for _, _, ids in batch], decoding)
+                records = [
+                    _record(example, prompt, ids, generated, tokenizer, recorded_model, decoding)
+                    for (example, prompt, ids), generated in zip(batch, outputs, strict=True)
+                ]
+                target.append(records)
+                shown(len(records))
+                if progress:
+                    progress(len(records))
     n_new = gather_counts(state, {"new": sum(len(batch) for batch in mine)})["new"]
     if not direct:
         if state.is_main_process:

@@ -15,10 +15,10 @@ plot; rerunning the same command asks only what is missing (see :func:`incomplet
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgemen
 from tunescope.judge.responses import ResponseSet, answer_tokens, answer_words, read_response_sets
 from tunescope.llm import Backend, JsonModeMemory, ReplyCache, backend_from_settings, request_key
 from tunescope.locks import output_lock
+from tunescope.progress import progress as show_progress
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
 JUDGEMENTS_FILE = "judgements.jsonl"
@@ -346,13 +347,6 @@ def _run_sharded(
     return total, records
 
 
-def _progress_bar(total: int, enabled: bool = True) -> Any:
-    from tqdm.auto import tqdm
-
-    # Only on a terminal: logs and pipes get the summary lines, not carriage returns.
-    return tqdm(total=total, unit="judgement", disable=not (enabled and sys.stderr.isatty()), file=sys.stderr)
-
-
 def _written_result(out: Path) -> JudgeResult:
     """The result of a run another process finished, read back from its files."""
     summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -411,9 +405,8 @@ def _judge(config: JudgeConfig, state: Any, *, overwrite: bool) -> JudgeResult:
             cache.close()
         raise
     prompts = {config.mode: TEMPLATES[config.mode].describe()}
-    bar = _progress_bar(len(tasks), enabled=state.is_main_process)
 
-    def run(some: list[JudgeTask], log_path: Path) -> RunStats:
+    def run(some: list[JudgeTask], log_path: Path, shown: Callable[[int], None]) -> RunStats:
         return run_tasks(
             some,
             backend,
@@ -422,18 +415,18 @@ def _judge(config: JudgeConfig, state: Any, *, overwrite: bool) -> JudgeResult:
             prompts=prompts,
             cache=cache,
             concurrency=config.concurrency,
-            progress=bar.update,
+            progress=shown,
         )
 
     try:
-        if state.num_processes == 1 and not (out / PARTS_DIR).is_dir():
-            stats = run(tasks, out / JUDGEMENTS_FILE)
-            records = [stats.records[task.key] for task in tasks if task.key in stats.records]
-        else:
-            joined = _run_sharded(state, tasks, out, run)
-            stats, records = joined if joined is not None else (None, [])
+        with show_progress("judge", len(tasks), "judgements", enabled=state.is_main_process) as shown:
+            if state.num_processes == 1 and not (out / PARTS_DIR).is_dir():
+                stats = run(tasks, out / JUDGEMENTS_FILE, shown)
+                records = [stats.records[task.key] for task in tasks if task.key in stats.records]
+            else:
+                joined = _run_sharded(state, tasks, out, functools.partial(run, shown=shown))
+                stats, records = joined if joined is not None else (None, [])
     finally:
-        bar.close()
         backend.close()
         if cache is not None:
             cache.close()

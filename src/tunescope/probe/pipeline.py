@@ -44,6 +44,7 @@ from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.locks import output_lock
 from tunescope.models import load_model, load_tokenizer
+from tunescope.paths import recorded_path
 from tunescope.probe.forgetting import (
     ForgettingScore,
     compare_forgetting,
@@ -60,6 +61,7 @@ from tunescope.probe.knowledge import (
     exact_matches,
     option_scores,
 )
+from tunescope.progress import progress as show_progress
 from tunescope.rundir import run_directory, run_lineage, saved_config
 from tunescope.stats import RESAMPLES, paired_proportions
 from tunescope.train import TrainConfig
@@ -68,7 +70,8 @@ PROBE_FILE = "probe.json"
 """The probes' results, in the output directory."""
 SCHEMA_VERSION = 3
 """Version of probe.json's layout (1: accuracies only, no per-set outcomes; 2: matched sets and intervals;
-3: per model, which fact questions its run (with its ancestors) was taught, its lineage, and labels)."""
+3: per model, which fact questions its run (with its ancestors) was taught, its lineage, and labels). Models
+that are local paths are named relative to the directory holding probe.json (before: as given)."""
 FACT_SETS = ("facts", "control", "training_wording")
 """The knowledge question sets, item ``i`` of each about the same value with the same options."""
 
@@ -373,7 +376,11 @@ def _run_probes(config: ProbeConfig) -> dict[str, Any]:
 
     tuned = [spec for spec in dict.fromkeys(config.tuned) if spec != config.base]
     methods = {spec: run_method(spec) for spec in tuned}
-    results = {spec: _measure(spec, sets, passages, out, config) for spec in [config.base, *tuned]}
+    results = {}
+    with show_progress("probe", 1 + len(tuned), "models") as shown:
+        for spec in [config.base, *tuned]:
+            results[spec] = _measure(spec, sets, passages, out, config)
+            shown(1)
     models: dict[str, Any] = {}
     for spec, result in results.items():
         taught = None if spec == config.base else chosen.taught_by_run.get(Path(spec).expanduser(), set())
@@ -384,13 +391,20 @@ def _run_probes(config: ProbeConfig) -> dict[str, Any]:
             )
     given = dict(zip(config.tuned, config.labels, strict=True)) if config.labels else None
     labels = _labels(config.base, tuned, methods, given)
+    # Models are named as probe.json records them: local paths relative to its directory (tunescope.paths).
+    named = {spec: recorded_path(spec, out) for spec in [config.base, *config.tuned]}
+    for entry in models.values():
+        entry["lineage"] = [{**step, "run": recorded_path(step["run"], out)} for step in entry["lineage"]]
+    comparisons = _comparisons(results, config.base, tuned, labels, config)
+    for comparison in comparisons:
+        comparison |= {"first": named[comparison["first"]], "second": named[comparison["second"]]}
 
     report = {
         "schema_version": SCHEMA_VERSION,
-        "base": config.base,
-        "tuned": config.tuned,
-        "methods": methods,
-        "labels": {spec: labels[spec] for spec in tuned},
+        "base": named[config.base],
+        "tuned": [named[spec] for spec in config.tuned],
+        "methods": {named[spec]: method for spec, method in methods.items()},
+        "labels": {named[spec]: labels[spec] for spec in tuned},
         "facts_taught": chosen.facts_taught,
         "n_taught_facts": chosen.n_taught,
         "n_options": N_OPTIONS,
@@ -404,8 +418,8 @@ def _run_probes(config: ProbeConfig) -> dict[str, Any]:
         "skipped_attributes": chosen.sets.skipped,
         "n_heldout_passages": len(passages),
         "bootstrap_samples": config.bootstrap_samples,
-        "models": models,
-        "comparisons": _comparisons(results, config.base, tuned, labels, config),
+        "models": {named[spec]: entry for spec, entry in models.items()},
+        "comparisons": comparisons,
         "note": chosen.note,
         # Schema-1 fields.
         "n_fact_questions": len(sets["facts"]),

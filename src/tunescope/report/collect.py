@@ -12,6 +12,7 @@ from tunescope.display import display_name
 from tunescope.errors import UserError
 from tunescope.experiment.pipeline import MANIFEST
 from tunescope.judge import pipeline as judge_pipeline
+from tunescope.paths import resolved_path
 from tunescope.probe.pipeline import PROBE_FILE
 from tunescope.rundir import DONE_FILE, saved_config
 from tunescope.shift import output as shift_output
@@ -51,6 +52,8 @@ class MethodRun:
     """borrow.json of the borrowing analysis."""
     borrow_dir: Path | None = None
     """The borrowing output directory."""
+    responses_path: Path | None = None
+    """Its answers to the evaluation prompts (responses.jsonl of its generate stage)."""
 
 
 @dataclass
@@ -71,6 +74,10 @@ class Cell:
     """judge_summary.json."""
     probe: dict[str, Any] | None = None
     """probe.json."""
+    probe_dir: Path | None = None
+    """The probe output directory (probe.json's paths are relative to it)."""
+    base_responses: Path | None = None
+    """The base model's answers to the evaluation prompts."""
 
     @property
     def name(self) -> str:
@@ -99,6 +106,8 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
                 run.metrics = _jsonl(run.train_dir / "metrics.jsonl")
                 run.run = _json(run.train_dir / DONE_FILE)
                 run.config = saved_config(run.train_dir)
+            if generated := stages.get(f"{method}/generate"):
+                run.responses_path = root / generated["dir"] / "responses.jsonl"
             if shifted := stages.get(f"{method}/shift"):
                 run.shift_dir = root / shifted["dir"] / "shift"
                 run.shift = _json(run.shift_dir / shift_output.SUMMARY_FILE)
@@ -106,11 +115,14 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
                 run.borrow_dir = root / borrowed["dir"] / "borrow"
                 run.borrow = _json(run.borrow_dir / BORROW_FILE)
             cell.runs[method] = run
+        if generated := stages.get("base_generate"):
+            cell.base_responses = root / generated["dir"] / "responses.jsonl"
         if judged := stages.get("judge"):
             cell.judge_dir = root / judged["dir"] / "judge"
             cell.judge = _json(cell.judge_dir / judge_pipeline.SUMMARY_FILE)
         if probed := stages.get("probe"):
-            cell.probe = _json(root / probed["dir"] / "probe" / PROBE_FILE)
+            cell.probe_dir = root / probed["dir"] / "probe"
+            cell.probe = _json(cell.probe_dir / PROBE_FILE)
         cells.append(cell)
     return manifest, cells
 
@@ -140,16 +152,21 @@ def learning_rate(run: MethodRun) -> float | None:
 
 
 def probe_results(cell: Cell) -> dict[str, dict[str, Any]]:
-    """The probe's entries by arm name ('base' for the base model); probe.json is keyed by model path."""
+    """The probe's entries by arm name ('base' for the base model); probe.json is keyed by model path.
+
+    Its paths are relative to the probe directory; one that is not there (written from another working
+    directory before paths were recorded relative) is looked up from the working directory.
+    """
     if not cell.probe:
         return {}
     models = cell.probe["models"]
     results = {"base": models[cell.probe["base"]]} if cell.probe["base"] in models else {}
+    holder = cell.probe_dir or Path()
     for method, run in cell.runs.items():
         if run.train_dir is None:
             continue
         target = run.train_dir.resolve()
         for spec, entry in models.items():
-            if spec != cell.probe["base"] and Path(spec).resolve() == target:
+            if spec != cell.probe["base"] and Path(resolved_path(spec, holder)).resolve() == target:
                 results[method] = entry
     return results

@@ -18,6 +18,7 @@ from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
 from tunescope.locks import output_lock
 from tunescope.report import figures
+from tunescope.report.answers import answers_section
 from tunescope.report.collect import Cell, MethodRun, arm_label, collect, learning_rate, probe_results
 from tunescope.report.findings import (
     KNOWLEDGE_MARGIN,
@@ -216,11 +217,29 @@ def _cell(cell: Cell, findings: list[Finding], out_dir: Path) -> dict[str, Any]:
         "shift": _shift(cell, out_dir),
         "judge": _judge(cell),
         "probe": _probe(cell),
+        "answers": answers_section(cell, out_dir),
     }
 
 
-def _notes(cells: list[Cell], settings: Settings) -> list[str]:
+def missing_paths(settings: Any) -> list[str]:
+    """Absolute (or ``~``) paths named anywhere in ``settings`` that are not on this machine, in order."""
+    if isinstance(settings, dict):
+        return list(dict.fromkeys(path for value in settings.values() for path in missing_paths(value)))
+    if isinstance(settings, list):
+        return list(dict.fromkeys(path for value in settings for path in missing_paths(value)))
+    if isinstance(settings, str) and (settings.startswith(("/", "~"))) and not Path(settings).expanduser().exists():
+        return [settings]
+    return []
+
+
+def _notes(cells: list[Cell], settings: Settings, manifest: dict[str, Any]) -> list[str]:
     notes = []
+    if missing := missing_paths(manifest.get("config", {})):
+        notes.append(
+            f"The experiment names {len(missing)} local path(s) given as absolute that are not on this machine "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the report does not need them, but "
+            "rerunning its stages here does."
+        )
     if settings.resamples <= 0:
         notes.append(
             "The bootstrap is off (--bootstrap-samples 0): findings whose interval comes from a bootstrap have none, "
@@ -260,7 +279,7 @@ def report_data(root: Path, out_dir: Path, settings: Settings) -> tuple[dict[str
                 "lora_rank": RANK_MARGIN,
             },  # fmt: skip
         },
-        "notes": _notes(cells, settings),
+        "notes": _notes(cells, settings, manifest),
         "findings": [finding.to_json() for finding in findings.headline],
         "series_findings": [finding.to_json() for finding in findings.series],
         "cells": [_cell(cell, own, out_dir) for cell, own in zip(cells, findings.by_cell, strict=True)],

@@ -47,6 +47,9 @@ class ShiftReportSettings(Config):
     """Share of each sentence's first tokens (at least one) compared with the rest (the paper's 5%)."""
     viewer_max_examples: int | None = Field(default=200, gt=0)
     """Responses shown in viewer.html (unset: all); the tables and summary always cover every response."""
+    base_responses: str | None = None
+    """The base model's own answers to the same prompts (`tunescope generate` output), shown in viewer.html
+    beside each tuned answer; they are not scored."""
 
 
 class ShiftConfig(ShiftReportSettings, AlignTDSCompatSettings):

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
 from tunescope.errors import UserError
-from tunescope.rundir import CONFIG_FILE, DONE_FILE
+from tunescope.rundir import CONFIG_FILE, DONE_FILE, saved_config
 
 TOKENS_FILE = "tokens.parquet"
 """One row per scored response token (columns: :mod:`tunescope.shift.columns`)."""
@@ -75,6 +76,27 @@ class ShiftRun:
         return {response.example_id: response for response in self.responses}
 
 
+def per_response_shift(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """Per response id of a finished shift run: position, scored tokens, mean KL and shifted share.
+
+    ``index`` is the response's position in the responses file, and viewer.html's anchor ``#response-<index>``.
+    """
+    table = pq.read_table(Path(directory) / TOKENS_FILE, columns=["example_id", "example_index", "kl", "klass"])
+    table = table.append_column("shifted", pc.equal(table["klass"], "shifted").cast(pa.float64()))
+    grouped = table.group_by(["example_id", "example_index"]).aggregate(
+        [("kl", "mean"), ("shifted", "mean"), ("klass", "count")]
+    )
+    return {
+        str(row["example_id"]): {
+            "index": int(row["example_index"]),
+            "n_tokens": int(row["klass_count"]),
+            "kl": None if row["kl_mean"] is None else float(row["kl_mean"]),
+            "shifted": float(row["shifted_mean"]),
+        }
+        for row in grouped.to_pylist()
+    }
+
+
 def read_shift_run(path: str | Path) -> ShiftRun:
     """Read the shift run in ``path``.
 
@@ -90,7 +112,7 @@ def read_shift_run(path: str | Path) -> ShiftRun:
             raise UserError(f"{where}: not a tunescope shift run (no {name})")
     if not (directory / DONE_FILE).is_file():
         raise UserError(f"{where}: the shift run is unfinished (no {DONE_FILE}); run `tunescope shift` again")
-    settings = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    settings = saved_config(directory) or {}
     texts: dict[int, tuple[str, str]] = {}
     with (directory / EXAMPLES_FILE).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

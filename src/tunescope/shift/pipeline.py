@@ -26,8 +26,11 @@ from tunescope.distributed import model_device, process_state, require_visible, 
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.generate.store import read_responses as read_response_records
 from tunescope.locks import output_lock
-from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
+from tunescope.paths import recorded_model, recorded_path
+from tunescope.progress import progress as show_progress
+from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, recorded_settings
 from tunescope.shift.columns import viewer_columns
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens
@@ -218,13 +221,11 @@ def _score_to_part(
         pq.write_table(pa.concat_tables(tables), str(tmp))
 
 
-def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, pair: ModelPair, directory: Path) -> None:
-    """tokens.parquet (one row group per batch) and examples.jsonl from the batches, in batch order."""
+def _join_parts(parts: Path, n_batches: int, config: ShiftConfig, run: dict[str, Any], directory: Path) -> None:
+    """tokens.parquet (one row group per batch, ``run`` in its metadata) and examples.jsonl, in batch order."""
     tables = [_batch_path(parts, index, ".parquet") for index in range(n_batches)]
     require_visible(tables)
-    writer = TokenTableWriter(
-        directory / TOKENS_FILE, config.mode, {"settings": config_to_dict(config), "models": pair.description}
-    )
+    writer = TokenTableWriter(directory / TOKENS_FILE, config.mode, run)
     with (directory / EXAMPLES_FILE).open("w", encoding="utf-8") as examples_file:
         for index, table in enumerate(tables):
             writer.write([pq.read_table(str(table))])
@@ -248,17 +249,28 @@ def _example_rows(tokens_path: Path) -> Iterator[dict[str, np.ndarray]]:
         yield pending
 
 
-def _views(directory: Path, decode: TokenTexts, limit: int | None) -> Iterator[ExampleView]:
+def _views(
+    directory: Path, decode: TokenTexts, limit: int | None, base_answers: dict[str, str] | None = None
+) -> Iterator[ExampleView]:
     """The viewer's responses, built one at a time from examples.jsonl and tokens.parquet (same order)."""
     with (directory / EXAMPLES_FILE).open(encoding="utf-8") as examples_file:
         for number, (line, rows) in enumerate(zip(examples_file, _example_rows(directory / TOKENS_FILE), strict=False)):
             if limit is not None and number >= limit:
                 return
-            yield example_view(json.loads(line), rows, decode)
+            record = json.loads(line)
+            base_answer = None if base_answers is None else base_answers.get(str(record["id"]), "(no answer)")
+            yield example_view(record, rows, decode, base_answer)
+
+
+def _base_answers(config: ShiftConfig) -> dict[str, str] | None:
+    """The base model's own answers by prompt id, for the viewer (None when not given)."""
+    if config.base_responses is None:
+        return None
+    return {record.id: record.output or "" for record in read_response_records(config.base_responses)}
 
 
 def _responses_description(
-    config: ShiftConfig, records: list[ResponseRecord], inputs: list[ShiftInput]
+    config: ShiftConfig, records: list[ResponseRecord], inputs: list[ShiftInput], out: Path
 ) -> dict[str, Any]:
     """What was scored, and how the responses were generated (when their records say)."""
     generations = []
@@ -266,7 +278,7 @@ def _responses_description(
         if record.generation is not None and record.generation not in generations:
             generations.append(record.generation)
     return {
-        "path": config.responses,
+        "path": recorded_path(config.responses, out),
         "n_records": len(records),
         "n_scored": len(inputs),
         "n_empty": len(records) - len(inputs),
@@ -314,9 +326,10 @@ def _compute_shift(
     progress: Callable[[int], None] | None,
 ) -> ShiftResult:
     out = Path(config.out).expanduser()
-    resolved = config_to_dict(config)
-    check_run_dir(out, resolved, resume=False, overwrite=overwrite)
+    check_run_dir(out, config_to_dict(config), resume=False, overwrite=overwrite)
+    resolved = recorded_settings(config_to_dict(config), out)
     records = read_responses(config.responses)
+    base_answers = _base_answers(config)  # read now: a bad file fails before any model is loaded
     if pair is None:
         pair = load_pair(
             config.base, config.tuned, precision=config.precision, share_base_weights=config.share_base_weights,
@@ -337,8 +350,17 @@ def _compute_shift(
     state.wait_for_everyone()  # everyone has listed the missing batches before any is written
     texts = (TokenTexts(pair.base_tokenizer), TokenTexts(pair.tuned_tokenizer))
     started = time.perf_counter()
-    for index in shard(state, todo):
-        _score_to_part(pair, batches[index], config, parts, index, texts, progress)
+    mine = shard(state, todo)
+    total = sum(len(x.response_ids) for index in mine for x in batches[index])
+    with show_progress("shift", total, "tokens", enabled=state.is_main_process) as shown:
+
+        def scored(count: int) -> None:
+            shown(count)
+            if progress:
+                progress(count)
+
+        for index in mine:
+            _score_to_part(pair, batches[index], config, parts, index, texts, scored)
     state.wait_for_everyone()
     seconds = time.perf_counter() - started
     scored_now = sum(len(x.response_ids) for index in todo for x in batches[index])
@@ -347,7 +369,11 @@ def _compute_shift(
         with atomic_path(out) as directory:
             directory.mkdir()
             write_yaml(directory / CONFIG_FILE, resolved)
-            _join_parts(parts, len(batches), config, pair, directory)
+            models = {  # paths recorded relative to the run (tunescope.paths)
+                side: recorded_model(value, out) if side in ("base", "tuned") else value
+                for side, value in pair.description.items()
+            }
+            _join_parts(parts, len(batches), config, {"settings": resolved, "models": models}, directory)
             summary = summarize_table(
                 str(directory / TOKENS_FILE), relative_buckets=config.relative_buckets,
                 max_position=config.max_position, top_tokens=config.top_tokens,
@@ -355,8 +381,8 @@ def _compute_shift(
             )  # fmt: skip
             summary |= {
                 "definitions": definitions(config),
-                "models": pair.description,
-                "responses": _responses_description(config, records, inputs),
+                "models": models,
+                "responses": _responses_description(config, records, inputs, out),
                 "throughput": {
                     "seconds": round(seconds, 3),
                     "tokens_per_s": round(scored_now / seconds, 1) if scored_now and seconds > 0 else None,
@@ -369,7 +395,10 @@ def _compute_shift(
             shown = min(summary["n_examples"], config.viewer_max_examples or summary["n_examples"])
             decode = TokenTexts(pair.tuned_tokenizer)
             render_viewer(
-                directory / VIEWER_FILE, summary=summary, examples=_views(directory, decode, shown), shown=shown
+                directory / VIEWER_FILE,
+                summary=summary,
+                examples=_views(directory, decode, shown, base_answers),
+                shown=shown,
             )
             write_json(directory / DONE_FILE, {"status": "complete", "command": "shift", "mode": config.mode})
         shutil.rmtree(parts)

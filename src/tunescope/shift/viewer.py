@@ -45,6 +45,8 @@ class ExampleView:
     """Per-token numbers and candidate lists, embedded as JSON for the script."""
     stats: dict[str, Any]
     """Token count, mean KL and shifted share of this response."""
+    base_answer: str | None = None
+    """The base model's own answer to the same prompt (untrusted text), when given."""
 
 
 def _short(value: float) -> float | None:
@@ -53,7 +55,10 @@ def _short(value: float) -> float | None:
 
 
 def example_view(
-    record: dict[str, Any], rows: dict[str, np.ndarray], decode: Callable[[list[int]], list[str]]
+    record: dict[str, Any],
+    rows: dict[str, np.ndarray],
+    decode: Callable[[list[int]], list[str]],
+    base_answer: str | None = None,
 ) -> ExampleView:
     """Build one response's view from its examples.jsonl record and its tokens.parquet rows."""
     response = record["response"]
@@ -81,7 +86,7 @@ def example_view(
         "shifted": _short(np.mean(rows["klass"] == "shifted")),
     }
     return ExampleView(
-        record["id"], record["index"], record["tuned_prompt"], record["base_prompt"], tokens, detail, stats
+        record["id"], record["index"], record["tuned_prompt"], record["base_prompt"], tokens, detail, stats, base_answer
     )
 
 
@@ -99,6 +104,8 @@ h1 { font-size: 1.3rem; margin: 0 0 .4rem; } h2 { font-size: 1.05rem; margin: 0 
   padding: .8rem; font-size: 13px; max-height: calc(100vh - 2rem); overflow: auto; }
 section.example { border-bottom: 1px solid #d0d7de; padding: .8rem 0; }
 .response { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 14px; line-height: 1.9; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; } .pair .who { margin: 0; color: #555; }
+.base-answer { background: #f4f4f4; }
 .tok { border-radius: 3px; cursor: pointer; }
 .tok.unshifted { background: #dbeafe; } .tok.marginal { background: #fde68a; } .tok.shifted { background: #fca5a5; }
 .tok.differs { text-decoration: underline; } .tok.active { outline: 2px solid #1f2328; }
@@ -130,15 +137,19 @@ differ. Hover over or click a token for details.
 <div class="layout">
 <main>
 {% for ex in examples %}{% set e = loop.index0 %}
-<section class="example">
+<section class="example" id="response-{{ ex.index }}">
 <h2>{{ ex.example_id }} <small>#{{ ex.index }} · {{ ex.stats.n_tokens }} tokens · mean KL {{ ex.stats.kl_mean }}
 · shifted {{ pct(ex.stats.shifted) }}</small></h2>
 <details><summary>Prompts each model read</summary>
 <p>Tuned model:</p><pre>{{ ex.tuned_prompt }}</pre>
 <p>Base model:</p><pre>{{ ex.base_prompt }}</pre>
 </details>
+{% if ex.base_answer is not none %}<div class="pair"><div><p class="who">Base model's own answer (not scored)</p>
+<div class="response base-answer">{{ ex.base_answer }}</div></div>
+<div><p class="who">Tuned model's answer</p>{% endif %}
 <div class="response">{% for t in ex.tokens %}<span class="tok {{ t.klass }}{{ ' differs' if t.differs else '' }}"
 data-e="{{ e }}" data-i="{{ loop.index0 }}">{{ t.text }}</span>{% endfor %}</div>
+{% if ex.base_answer is not none %}</div></div>{% endif %}
 <script type="application/json" id="data-{{ e }}">{{ ex.detail | tojson }}</script>
 </section>
 {% endfor %}

@@ -92,7 +92,10 @@ class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     save_steps: int = Field(default=100, gt=0)
     """Checkpoint every this many optimizer steps (for --resume)."""
     save_total_limit: int = Field(default=2, gt=0)
-    """Checkpoints to keep."""
+    """Checkpoints to keep while the run goes on."""
+    keep_checkpoints: bool = False
+    """Keep the checkpoints (optimizer state, for --resume) after the run finishes; by default they are
+    removed once the weights and run.json are written, which keeps a full fine-tune's run to its weights."""
     report_to: list[str] = Field(default_factory=list)
     """Extra trackers (tensorboard, wandb, ...); metrics.jsonl is always written."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -44,12 +45,14 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.locks import output_lock
 from tunescope.models import MERGED_PARENT, ModelSource, load_model, load_tokenizer, resolve_model
+from tunescope.paths import recorded_model, recorded_path
 from tunescope.rundir import (
     DONE_FILE,
     PROVENANCE_FILE,
     RunState,
     check_run_dir,
     lineage_entry,
+    recorded_lineage,
     run_directory,
     run_lineage,
     start_run_dir,
@@ -65,8 +68,8 @@ already cut to max_length), and attention stays within each piece through its po
 # The two speed settings change only rounding, and runs from before they existed lack them.
 RESUMABLE_CHANGES = frozenset(
     {
-        "out", "save_steps", "save_total_limit", "report_to", "monitor_every", "monitor_examples", "monitor_tokens",
-        "logits_at_labels_only", "padding_free",
+        "out", "save_steps", "save_total_limit", "keep_checkpoints", "report_to", "monitor_every", "monitor_examples",
+        "monitor_tokens", "logits_at_labels_only", "padding_free",
     }
 )  # fmt: skip
 
@@ -328,12 +331,13 @@ def _provenance(
 
     trainable = sum(count(p) for p in trainer.model.parameters() if p.requires_grad)
     total = sum(count(p) for p in trainer.model.parameters())
+    run_dir = Path(config.out).expanduser()  # paths are recorded relative to it (tunescope.paths)
     return {
         "command": "train",
         "argv": sys.argv,
-        "model": source.describe(),
+        "model": recorded_model(source.describe(), run_dir),
         "data": {
-            "source": data.loaded.source,
+            "source": recorded_path(data.loaded.source, run_dir),
             "format": data.loaded.format,
             "template": data.template,
             "sha256": data.loaded.fingerprint,
@@ -358,7 +362,7 @@ def _provenance(
         },
         "neftune_noise_alpha": config.neftune_noise_alpha,
         # The runs this one descends from, oldest first; empty when it started from a base model.
-        "lineage": lineage,
+        "lineage": recorded_lineage(lineage, run_dir),
         "merged_parent": MERGED_PARENT if source.kind == "adapter" and config.method == "lora" else None,
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -518,7 +522,7 @@ def _save_outputs(config: TrainConfig, trainer: Any, artifact: Path, summary: di
     summary = {
         "status": "complete",
         "method": config.method,
-        "model": config.model,
+        "model": recorded_path(config.model, run_dir),
         "artifact": artifact.name,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
@@ -603,6 +607,9 @@ def _train(config: TrainConfig, process: Any, *, resume: bool, overwrite: bool) 
             "processes": process.num_processes,
         }
         _save_outputs(config, trainer, artifact, extra)
+        if not config.keep_checkpoints:
+            # Only after run.json: a run that crashes before it still resumes from its last checkpoint.
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     process.wait_for_everyone()
     return _result(run_dir, artifact)
 
