@@ -116,7 +116,7 @@ def check_training_source(settings: DataSettings) -> None:
     Raises:
         UserError: naming the missing file.
     """
-    check_local_source(settings.data, "--train")
+    check_local_source(settings.data, "--data")
 
 
 def base_answers_path(config: BorrowConfig, out: Path) -> Path:
@@ -143,7 +143,7 @@ def get_base_answers(
         return answers, {"path": str(path), "generated": False, "model": None}
     if not config.generate_base:
         return None, None
-    model = config.base_model or str(run.settings.get("base"))
+    model = config.base or str(run.settings.get("base"))
     generation = generation_settings(tuned)
     max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
     prompts = [{"id": example_id, "messages": tuned[example_id].messages or []} for example_id in wanted]
@@ -206,7 +206,7 @@ def _counterfactuals(
     asked = [span for span in spans if span.rephrased]
     if not asked:
         return {}, None
-    model = config.tuned_model or str(run.settings.get("tuned"))
+    model = config.tuned or str(run.settings.get("tuned"))
     generation = generation_settings(tuned)
     max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
     prompts = {}
@@ -333,7 +333,7 @@ def lengths(
 ) -> dict[str, Any]:
     """Response lengths of the training data, the tuned and the base model (the ``imitation`` section, Table 11)."""
     run, tuned = inputs.run, inputs.tuned
-    tuned_model = config.tuned_model or str(run.settings.get("tuned"))
+    tuned_model = config.tuned or str(run.settings.get("tuned"))
     tokenizer = load_tokenizer(tuned_model)
     tuned_texts = [r.text for r in run.responses]
     tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False

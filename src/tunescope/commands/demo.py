@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_base_url:
         if not args.judge_model:
             raise UserError("--judge-base-url needs --judge-model")
-        judge = {"backend": "openai", "base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None}
+        judge = {
+            "backend": "openai", "judge_base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None,
+        }  # fmt: skip
     config = demo_config(quick=args.quick, judge=judge)
     if args.print_config:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")

@@ -32,7 +32,7 @@ from tunescope.models import load_model, load_tokenizer, resolve_model
 STAND_IN_MAX_PARAMETERS = 1_000_000_000
 """A local model smaller than this is labelled a stand-in: its judgements or rewrites are not meaningful."""
 MIN_STRING_CHARS = 8
-"""Fewest characters a constrained reply leaves each free string (a reason); fewer is a --max-tokens error."""
+"""Fewest characters a constrained reply leaves each free string (a reason); fewer is a --max-new-tokens error."""
 
 
 def _library_version(name: str) -> str:
@@ -157,7 +157,7 @@ class HFBackend:
         if budget < MIN_STRING_CHARS:
             needed = tokens_needed(tokenizer, schema, MIN_STRING_CHARS)
             raise BackendError(
-                f"--max-tokens {self.max_tokens} is too small for a reply in the reply schema with {self.model}: "
+                f"--max-new-tokens {self.max_tokens} is too small for a reply in the reply schema with {self.model}: "
                 f"it needs at least {needed} tokens"
             )
         if self._grammar_tokenizer is None:

@@ -95,7 +95,15 @@ class PreflightConfig(DataSettings, ModelSettings):
     seed: int = 0
     """Seed of the held-out passage sample and the bootstrap."""
     out: str | None = None
-    """Also write the result as JSON to this file."""
+    """Also write the result as JSON to <out>/preflight.json (unset: print it only)."""
+
+    @property
+    def result_file(self) -> Path | None:
+        """``<out>/preflight.json``, or ``out`` itself where it names a .json file (the old form of --out)."""
+        if self.out is None:
+            return None
+        out = Path(self.out).expanduser()
+        return out if out.suffix == ".json" else out / "preflight.json"
 
 
 # ------------------------------------------------------------------------------------------
@@ -434,6 +442,6 @@ def preflight(config: PreflightConfig) -> PreflightResult:
         reasons=advice.reasons,
         next_step=next_step(advice, config),
     )  # fmt: skip
-    if config.out:
-        write_json(config.out, {"model": config.model, "data": loaded.source, **result.__dict__})
+    if config.result_file:
+        write_json(config.result_file, {"model": config.model, "data": loaded.source, **result.__dict__})
     return result

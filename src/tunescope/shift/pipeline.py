@@ -27,6 +27,7 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
 from tunescope.locks import output_lock
+from tunescope.models import resolve_precision
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
 from tunescope.shift.columns import viewer_columns
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
@@ -319,8 +320,9 @@ def _compute_shift(
     records = read_responses(config.responses)
     if pair is None:
         pair = load_pair(
-            config.base, config.tuned, precision=config.precision, share_base_weights=config.share_base_weights,
-            trust_remote_code=config.trust_remote_code, device=model_device(state),
+            config.base, config.tuned, precision=resolve_precision(config.precision),
+            share_base_weights=config.share_base_weights, trust_remote_code=config.trust_remote_code,
+            device=model_device(state),
         )  # fmt: skip
     inputs = build_inputs(
         records, pair.tuned_tokenizer, pair.base_tokenizer, vocab_size=pair.vocab_size,
