@@ -79,6 +79,13 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def torch_dtype(precision: str) -> Any:
+    """The torch dtype of ``precision`` (fp32, bf16, fp16, or auto as :func:`resolve_precision` decides)."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision)]
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Work out what ``spec`` names, converting GGUF files and preparing assets on the way.
 

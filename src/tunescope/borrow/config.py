@@ -10,6 +10,7 @@ from tunescope.borrow.index import SearchIn
 from tunescope.config import Config
 from tunescope.data import DataSettings
 from tunescope.data.formats import DataFormat
+from tunescope.models import Precision
 from tunescope.rundir import saved_config
 
 RUNTIME_SETTINGS = frozenset({"out", "index_dir", "device", "batch_size", "embed_batch_size"})
@@ -77,6 +78,8 @@ class AnswerSettings(Config):
     """Longest generated answer (default: the limit the tuned responses were generated with)."""
     batch_size: int = Field(default=8, gt=0)
     """Prompts answered together when generating."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
 
 
 class BorrowConfig(AnswerSettings, TrainingDataSettings):

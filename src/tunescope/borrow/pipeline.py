@@ -149,7 +149,7 @@ def get_base_answers(
     prompts = [{"id": example_id, "messages": tuned[example_id].messages or []} for example_id in wanted]
     log(f"base answers: {len(prompts)} prompts with {model} (max {max_new_tokens} new tokens) into {path}")
     answers = ask(model, prompts, path, max_new_tokens=max_new_tokens, template=generation["template"],
-                  batch_size=config.batch_size)  # fmt: skip
+                  batch_size=config.batch_size, precision=config.precision)  # fmt: skip
     return answers, {"path": str(path), "generated": True, "model": model, "max_new_tokens": max_new_tokens}
 
 
@@ -216,7 +216,8 @@ def _counterfactuals(
     log(f"counterfactual check: {len(asked)} rephrased instructions with {model}")
     unique = list({prompt["id"]: prompt for prompt in prompts.values()}.values())
     answers = ask(model, unique, out / COUNTERFACTUAL_FILE, max_new_tokens=max_new_tokens,
-                  template=generation["template"], batch_size=config.batch_size)  # fmt: skip
+                  template=generation["template"], batch_size=config.batch_size,
+                  precision=config.precision)  # fmt: skip
     results = {}
     for span in asked:
         answer = answers[prompts[span.number]["id"]].output or ""

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from tunescope.config import Config
 from tunescope.llm import JsonMode
+from tunescope.models import Precision
 
 DEFAULT_LOCAL_JUDGE = "smollm2"
 """The hf backend's default judge: small enough for any laptop, so labelled a stand-in."""
@@ -62,6 +63,8 @@ class JudgeConfig(Config):
     """Judge sampling temperature (just-eval uses 0)."""
     max_new_tokens: int = Field(default=1024, gt=0)
     """Longest judge reply in tokens (just-eval uses 1024)."""
+    precision: Precision = "auto"
+    """Weights' precision of the hf backend's model; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
     concurrency: int = Field(default=8, gt=0)
     """Requests in flight at once (the hf backend always runs one at a time)."""
     timeout: float = Field(default=120.0, gt=0)

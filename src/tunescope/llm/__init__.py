@@ -52,6 +52,8 @@ class BackendSettings(Protocol):
     """Seconds before the first retry, doubling after."""
     concurrency: int
     """Requests in flight at once."""
+    precision: str
+    """Weights' precision of a local (hf) model."""
 
 
 def backend_from_settings(
@@ -96,6 +98,7 @@ def backend_from_settings(
         device=device,
         constrained=json_mode != "none",
         model_flag=model_flag,
+        precision=settings.precision,
     )
 
 

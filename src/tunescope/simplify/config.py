@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from tunescope.config import Config
 from tunescope.data.formats import DataFormat
+from tunescope.models import Precision
 
 SIMPLIFIED_FILE = "simplified.jsonl"
 """The simplified dataset inside the --out directory."""
@@ -47,6 +48,8 @@ class SimplifyConfig(Config):
     """Rewriter sampling temperature."""
     max_new_tokens: int = Field(default=1024, gt=0)
     """Longest rewritten response in tokens; a rewrite cut by this limit is discarded (the original is kept)."""
+    precision: Precision = "auto"
+    """Weights' precision of the hf backend's model; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
     keep_code: bool = True
     """Copy verbatim responses that contain a fenced code block, and responses to instructions that ask for code."""
     keep_summaries: bool = True
