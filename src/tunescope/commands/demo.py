@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--print-config",
         action="store_true",
-        help="print the grid as an experiment file (for `tunescope experiment FILE`) instead of running it",
+        help="print the grid as an experiment file (for `tunescope experiment --config FILE`) instead of running it",
     )
     parser.set_defaults(handler=run)
 
