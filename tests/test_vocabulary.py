@@ -253,3 +253,24 @@ def test_generate_writes_into_its_out_directory_and_readers_take_the_directory(t
 
 def test_shift_precision_defaults_to_auto():
     assert ShiftConfig(base="b", tuned="t", responses="r", out="o").precision == "auto"
+
+
+def test_a_run_saved_under_old_names_still_resumes(tmp_path):
+    from tunescope.config import config_to_dict
+    from tunescope.errors import UserError
+    from tunescope.files import write_yaml
+    from tunescope.rundir import RunState, check_run_dir
+
+    config = TrainConfig(out=str(tmp_path / "run"), effective_batch_size=16)
+    saved = config_to_dict(config)
+    saved["batch_size"] = saved.pop("effective_batch_size")  # as the previous version wrote it
+    del saved["neftune_noise_alpha"]  # a setting it did not have yet
+    write_yaml(tmp_path / "run" / "config.yaml", saved)
+    now = config_to_dict(config)
+    state = check_run_dir(tmp_path / "run", now, resume=True, overwrite=False, settings_class=TrainConfig)
+    assert state is RunState.RESUME
+    with pytest.raises(UserError, match="settings differ"):  # the same check without knowing the renames
+        check_run_dir(tmp_path / "run", now, resume=True, overwrite=False)
+    changed = config_to_dict(TrainConfig(out=str(tmp_path / "run"), effective_batch_size=32))
+    with pytest.raises(UserError, match="effective_batch_size"):
+        check_run_dir(tmp_path / "run", changed, resume=True, overwrite=False, settings_class=TrainConfig)

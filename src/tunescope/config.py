@@ -215,6 +215,20 @@ def build_config(
         raise UserError(f"{where}: {message} (got {first.get('input')!r})") from None
 
 
+def upgraded_settings(cls: type[Config], saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by an earlier version, as this one names them.
+
+    Old names are renamed and settings added since get their defaults, so that a run started before an
+    upgrade still resumes.
+    """
+    renamed = cls.renamed_settings()
+    settings = {renamed.get(key, key): value for key, value in saved.items()}
+    for name, field in cls.model_fields.items():
+        if name not in settings and not field.is_required():
+            settings[name] = field.get_default(call_default_factory=True)
+    return settings
+
+
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Return the settings as plain, YAML-ready values in declaration order."""
     return config.model_dump(mode="json")

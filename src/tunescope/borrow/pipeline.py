@@ -39,7 +39,7 @@ from tunescope.borrow.lexicon import tag_tokens
 from tunescope.borrow.report import render_page
 from tunescope.borrow.style import style_token_summary
 from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
-from tunescope.config import config_to_dict
+from tunescope.config import config_to_dict, upgraded_settings
 from tunescope.data import DataSettings
 from tunescope.data.dataset import check_local_source
 from tunescope.errors import UserError
@@ -100,12 +100,14 @@ def claim_output(config: BorrowConfig, overwrite: bool) -> Path:
     out = Path(config.out).expanduser()
     settings = config_to_dict(config)
     previous = saved_config(out) if out.is_dir() else None
+    if previous is not None:
+        previous = upgraded_settings(BorrowConfig, previous)
     if previous is not None and not overwrite and not config_differences(previous, settings, RUNTIME_SETTINGS):
         # The same analysis again (after a crash, or to refresh it): keep the answers generated so far.
         (out / DONE_FILE).unlink(missing_ok=True)
         write_yaml(out / CONFIG_FILE, settings)
         return out
-    check_run_dir(out, settings, resume=False, overwrite=overwrite)
+    check_run_dir(out, settings, resume=False, overwrite=overwrite, settings_class=BorrowConfig)
     start_run_dir(out, settings)
     return out
 

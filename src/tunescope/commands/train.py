@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.config import add_config_arguments, config_from_args, upgraded_settings
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.rundir import saved_config
 from tunescope.train import TrainConfig, dry_run, train
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     base = None
     if args.resume and hasattr(args, "out"):
         # A resumed run needs no flags but --out: its saved settings are the starting point.
-        base = saved_config(Path(args.out).expanduser())
+        saved = saved_config(Path(args.out).expanduser())
+        base = upgraded_settings(TrainConfig, saved) if saved else saved
     elif args.dry_run:
         base = {"out": ""}  # a dry run writes nothing, so it needs no run directory
     config = config_from_args(TrainConfig, args, base=base)

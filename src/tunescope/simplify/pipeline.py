@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope import __version__
+from tunescope.config import upgraded_settings
 from tunescope.data.dataset import resolve_data_source
 from tunescope.data.formats import detect_format, to_messages
 from tunescope.data.readers import RawDataset, RawRecord, read_dataset
@@ -117,6 +118,9 @@ def read_part(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
                 break
             raise UserError(f"{path} line {number}: not a JSON record; delete the file to start again") from None
         if number == 1:
+            if isinstance(record.get("settings"), dict):  # written by an earlier version, perhaps
+                upgraded = upgraded_settings(SimplifyConfig, record["settings"])
+                record["settings"] = {key: value for key, value in upgraded.items() if key not in RUNTIME_SETTINGS}
             if record != header:
                 changed = sorted(key for key in header if record.get(key) != header[key]) or ["header"]
                 raise UserError(

@@ -555,7 +555,10 @@ def _train(config: TrainConfig, process: Any, *, resume: bool, overwrite: bool) 
     run_dir = Path(config.out).expanduser()
     artifact = run_dir / ("adapter" if config.method == "lora" else "model")
     resolved = config_to_dict(config)
-    state = check_run_dir(run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES)
+    state = check_run_dir(
+        run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES,
+        settings_class=TrainConfig,
+    )  # fmt: skip
     if state is RunState.DONE:
         return _result(run_dir, artifact)
     if (warning := shared_learning_rate_warning(config)) and process.is_main_process:
