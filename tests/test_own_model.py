@@ -1,7 +1,7 @@
 """The README's "Your model, your data" section, followed on a tiny base model with a local alpaca file.
 
-The test loads configs/own_model.yaml as a user would, changes only the lines the file marks EDIT (the
-base model, the data file, the judge endpoint) plus sizes that keep it short on a CPU, runs
+The test loads configs/experiment_own_model.yaml as a user would, changes only the lines the file marks EDIT
+(the base model, the data file, the judge endpoint) plus sizes that keep it short on a CPU, runs
 `tunescope experiment --config`, and checks the report and what the README says each finding needs.
 """
 
@@ -15,14 +15,14 @@ from tunescope.cli import main
 
 from conftest import PAIRS, write_jsonl
 
-CONFIG = Path(__file__).parents[1] / "configs" / "own_model.yaml"
+CONFIG = Path(__file__).parents[1] / "configs" / "experiment_own_model.yaml"
 README = Path(__file__).parents[1] / "README.md"
 
 
 def test_readme_own_model_section_runs_on_a_tiny_base_model(tmp_path, tiny_base_model_dir, monkeypatch):
     # The README's steps, in order: a local alpaca file, the key in an environment variable, the example config.
     section = README.read_text(encoding="utf-8").split("## Your model, your data", 1)[1].split("\n## ", 1)[0]
-    assert "configs/own_model.yaml" in section and "tunescope experiment --config" in section
+    assert "configs/experiment_own_model.yaml" in section and "tunescope experiment --config" in section
     alpaca = [{"instruction": q, "input": "", "output": a} for q, a in PAIRS] * 2
     data = tmp_path / "my_alpaca.json"
     data.write_text(json.dumps(alpaca))  # a plain JSON list, as Stanford Alpaca ships it
@@ -45,7 +45,7 @@ def test_readme_own_model_section_runs_on_a_tiny_base_model(tmp_path, tiny_base_
     server = ScriptedJudge()
     try:
         config["judge"] |= {"judge_base_url": server.url, "judge_model": "scripted-judge"}  # EDIT: the endpoint
-        path = tmp_path / "own_model.yaml"
+        path = tmp_path / "experiment_own_model.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "runs" / "own")]) == 0
     finally:

@@ -213,7 +213,7 @@ def test_the_configs_and_the_demo_grid_load_without_a_deprecation(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         for path in sorted(configs.glob("*.yaml")):
-            grid = "experiment" in path.name or path.name == "own_model.yaml"
+            grid = path.name.startswith("experiment_")
             build_config(ExperimentConfig if grid else TrainConfig, yaml_path=path)
         demo_config(quick=True), demo_config(quick=False)
 

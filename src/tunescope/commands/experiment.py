@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     required.add_argument(
         "--config",
         metavar="FILE",
-        help="YAML file of experiment settings (configs/experiment_paper.yaml, configs/own_model.yaml, or "
+        help="YAML file of experiment settings (configs/experiment_paper.yaml, configs/experiment_own_model.yaml, or "
         "`tunescope demo --print-config`) (required)",
     )
     required.add_argument("--out", required=True, help="experiment directory (created; reused by a rerun) (required)")
