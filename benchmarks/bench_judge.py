@@ -64,7 +64,7 @@ def start_server(latency: float) -> tuple[ThreadingHTTPServer, str]:
 def run_once(url: str, responses: Path, workdir: Path, concurrency: int, round_name: str) -> float:
     """Judge every answer once; return judgements per second."""
     config = JudgeConfig(
-        responses=[str(responses)], out=str(workdir / f"out-{round_name}"), backend="openai", base_url=url,
+        responses=[str(responses)], out=str(workdir / f"out-{round_name}"), backend="openai", judge_base_url=url,
         judge_model="bench-judge", concurrency=concurrency, cache=False, plots=False, bootstrap_samples=200,
     )  # fmt: skip
     started = time.perf_counter()

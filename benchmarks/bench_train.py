@@ -75,7 +75,7 @@ CASES = {
 def settings(case: Case, out: Path) -> TrainConfig:
     return TrainConfig(
         model=case.model, data=case.data, subset_size=case.examples, max_length=case.max_length,
-        method=case.method, epochs=1, batch_size=case.batch_size, micro_batch_size=case.micro_batch_size,
+        method=case.method, epochs=1, effective_batch_size=case.batch_size, micro_batch_size=case.micro_batch_size,
         warmup_ratio=0.0, precision="fp32", save_steps=10_000, out=str(out),
     )  # fmt: skip
 

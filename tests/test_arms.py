@@ -141,8 +141,8 @@ def write_arms_experiment(root: Path) -> Path:
         "datasets": [
             {"name": "mix", "sources": [{"data": str(root / "train.jsonl")}, {"data": "facts", "subset_size": 40}]}
         ],
-        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 2, "max_length": 96, "lora_learning_rate": 3e-2,
-                  "full_learning_rate": 1e-2, "save_steps": 50},
+        "train": {"epochs": 1, "effective_batch_size": 4, "micro_batch_size": 2, "max_length": 96,
+                  "lora_learning_rate": 3e-2, "full_learning_rate": 1e-2, "save_steps": 50},
         "eval": {"prompts": str(root / "prompts.jsonl"), "max_new_tokens": 4},
         "probes": {"max_questions": 4, "passages": 2},
         "borrow": False,
@@ -155,7 +155,7 @@ def write_arms_experiment(root: Path) -> Path:
 def test_an_experiment_runs_every_arm_with_every_stage_and_resumes(tmp_path, capsys):
     config = write_arms_experiment(tmp_path)
     out = tmp_path / "run"
-    assert main(["experiment", str(config), "--out", str(out), "--no-report"]) == 0
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--no-report"]) == 0
     manifest = json.loads((out / "experiment.json").read_text())
     assert manifest["complete"] is True
     names = [arm["name"] for arm in manifest["arms"]]
@@ -189,7 +189,7 @@ def test_an_experiment_runs_every_arm_with_every_stage_and_resumes(tmp_path, cap
 
     # A rerun finds every stage finished.
     capsys.readouterr()
-    assert main(["experiment", str(config), "--out", str(out), "--no-report"]) == 0
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--no-report"]) == 0
     progress = capsys.readouterr().err
     assert "..." not in progress and progress.count("finished earlier, skipped") == len(stages)
 

@@ -77,23 +77,23 @@ M = f("model")
 CASES = {
     # generate
     "generate: missing prompts": (
-        ["generate", "--model", M, "--data", "nope.jsonl", "--out", "OUT.jsonl"], ["nope.jsonl", "not found"]),
+        ["generate", "--model", M, "--data", "nope.jsonl", "--out", "OUT"], ["nope.jsonl", "not found"]),
     "generate: empty prompts": (
-        ["generate", "--model", M, "--data", f("empty"), "--out", "OUT.jsonl"], ["empty.jsonl", "empty"]),
+        ["generate", "--model", M, "--data", f("empty"), "--out", "OUT"], ["empty.jsonl", "empty"]),
     "generate: blank prompts": (
-        ["generate", "--model", M, "--data", f("blank"), "--out", "OUT.jsonl"], ["blank.jsonl", "empty"]),
+        ["generate", "--model", M, "--data", f("blank"), "--out", "OUT"], ["blank.jsonl", "empty"]),
     "generate: unknown record shape": (
-        ["generate", "--model", M, "--data", f("odd"), "--out", "OUT.jsonl"],
+        ["generate", "--model", M, "--data", f("odd"), "--out", "OUT"],
         ["odd.jsonl line 1", "cannot detect the data format", "--format"]),
     "generate: unknown file type": (
-        ["generate", "--model", M, "--data", f("word"), "--out", "OUT.jsonl"],
+        ["generate", "--model", M, "--data", f("word"), "--out", "OUT"],
         ["notes.docx", "unknown data file type"]),
     "generate: documents are not prompts": (
-        ["generate", "--model", M, "--data", f("text"), "--out", "OUT.jsonl"], ["notes.txt", "not prompts"]),
+        ["generate", "--model", M, "--data", f("text"), "--out", "OUT"], ["notes.txt", "not prompts"]),
     "generate: a directory that is no dataset": (
-        ["generate", "--model", M, "--data", f("dir"), "--out", "OUT.jsonl"], ["a-directory", "cannot load"]),
-    "generate: output is not jsonl": (
-        ["generate", "--model", M, "--data", f("prompts"), "--out", "OUT.txt"], ["--out", "must end in .jsonl"]),
+        ["generate", "--model", M, "--data", f("dir"), "--out", "OUT"], ["a-directory", "cannot load"]),
+    "generate: output is a file": (
+        ["generate", "--model", M, "--data", f("prompts"), "--out", f("word")], ["--out", "is a file"]),
     "generate: output under a file": (
         ["generate", "--model", M, "--data", f("prompts"), "--out", ("file", "a_file_child")],
         ["--out", "cannot write there"]),
@@ -104,7 +104,7 @@ CASES = {
         ["generate", "--model", M, "--data", f("prompts"), "--out", "OUT.jsonl", "--config", f("unknown_key")],
         ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     "generate: model not found": (
-        ["generate", "--model", "no-such-model-dir/", "--data", f("prompts"), "--out", "OUT.jsonl"],
+        ["generate", "--model", "no-such-model-dir/", "--data", f("prompts"), "--out", "OUT"],
         ["no-such-model-dir", "not found"]),
     # shift
     "shift: missing responses": (
@@ -132,26 +132,26 @@ CASES = {
         ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     # borrow
     "borrow: missing shift run": (
-        ["borrow", "--shift", "no-shift-run", "--train", f("train"), "--out", "OUT"], ["no-shift-run"]),
+        ["borrow", "--shift", "no-shift-run", "--data", f("train"), "--out", "OUT"], ["no-shift-run"]),
     "borrow: shift run is not one": (
-        ["borrow", "--shift", f("dir"), "--train", f("train"), "--out", "OUT"], ["a-directory"]),
+        ["borrow", "--shift", f("dir"), "--data", f("train"), "--out", "OUT"], ["a-directory"]),
     "borrow: unknown setting": (
-        ["borrow", "--shift", f("dir"), "--train", f("train"), "--out", "OUT", "--config", f("unknown_key")],
+        ["borrow", "--shift", f("dir"), "--data", f("train"), "--out", "OUT", "--config", f("unknown_key")],
         ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     # simplify
     "simplify: missing data": (
-        ["simplify", "--data", "nope.jsonl", "--out", "OUT.jsonl"], ["nope.jsonl", "not found"]),
-    "simplify: empty data": (["simplify", "--data", f("empty"), "--out", "OUT.jsonl"], ["empty.jsonl", "empty"]),
+        ["simplify", "--data", "nope.jsonl", "--out", "OUT"], ["nope.jsonl", "not found"]),
+    "simplify: empty data": (["simplify", "--data", f("empty"), "--out", "OUT"], ["empty.jsonl", "empty"]),
     "simplify: prompts without answers": (
-        ["simplify", "--data", f("prompts"), "--out", "OUT.jsonl"], ["prompts.jsonl line 1", "missing field 'output'"]),
+        ["simplify", "--data", f("prompts"), "--out", "OUT"], ["prompts.jsonl line 1", "missing field 'output'"]),
     "simplify: unknown record shape": (
-        ["simplify", "--data", f("odd"), "--out", "OUT.jsonl"], ["odd.jsonl line 1", "cannot detect the data format"]),
-    "simplify: output is not jsonl": (
-        ["simplify", "--data", f("train"), "--out", "OUT.txt"], ["--out", "JSONL"]),
+        ["simplify", "--data", f("odd"), "--out", "OUT"], ["odd.jsonl line 1", "cannot detect the data format"]),
+    "simplify: output is a file": (
+        ["simplify", "--data", f("train"), "--out", f("word")], ["--out", "is a file"]),
     "simplify: output under a file": (
         ["simplify", "--data", f("train"), "--out", ("file", "a_file_child_jsonl")], ["--out", "cannot write there"]),
     "simplify: unknown setting": (
-        ["simplify", "--data", f("train"), "--out", "OUT.jsonl", "--config", f("unknown_key")],
+        ["simplify", "--data", f("train"), "--out", "OUT", "--config", f("unknown_key")],
         ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     # judge
     "judge: missing responses": (["judge", "--responses", "nope.jsonl", "--out", "OUT"], ["nope.jsonl", "not found"]),
@@ -187,16 +187,20 @@ CASES = {
         ["preflight", "--model", M, "--data", f("train"), "--config", f("unknown_key")],
         ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     # experiment
-    "experiment: missing grid": (["experiment", "nope.yaml", "--out", "OUT"], ["nope.yaml", "not found"]),
-    "experiment: grid is not a mapping": (["experiment", f("not_mapping"), "--out", "OUT"], ["list.yaml", "mapping"]),
+    "experiment: missing grid": (["experiment", "--config", "nope.yaml", "--out", "OUT"], ["nope.yaml", "not found"]),
+    "experiment: grid is not a mapping": (
+        ["experiment", "--config", f("not_mapping"), "--out", "OUT"], ["list.yaml", "mapping"]),
     "experiment: unknown setting": (
-        ["experiment", f("unknown_key"), "--out", "OUT"], ["unknown.yaml", "unknown setting 'no_such_setting'"]),
+        ["experiment", "--config", f("unknown_key"), "--out", "OUT"],
+        ["unknown.yaml", "unknown setting 'no_such_setting'"]),
     "experiment: missing training data": (
-        ["experiment", f("grid_missing_data"), "--out", "OUT"], ["nope-train.jsonl", "not found"]),
+        ["experiment", "--config", f("grid_missing_data"), "--out", "OUT"], ["nope-train.jsonl", "not found"]),
     "experiment: output under a file": (
-        ["experiment", f("grid_missing_data"), "--out", ("file", "a_file_child")], ["--out", "cannot write there"]),
+        ["experiment", "--config", f("grid_missing_data"), "--out", ("file", "a_file_child")],
+        ["--out", "cannot write there"]),
     "experiment: output holds something else": (
-        ["experiment", f("grid_missing_data"), "--out", f("occupied")], ["occupied", "not a tunescope experiment"]),
+        ["experiment", "--config", f("grid_missing_data"), "--out", f("occupied")],
+        ["occupied", "not a tunescope experiment"]),
     # report
     "report: missing directory": (["report", "no-such-experiment"], ["no-such-experiment", "no experiment.json"]),
     "report: not an experiment": (["report", f("dir")], ["a-directory", "no experiment.json"]),
@@ -264,7 +268,8 @@ def test_judge_into_a_directory_of_another_judge_run(files, tmp_path, capsys):
 
 
 def test_simplify_onto_an_existing_dataset(files, tmp_path, capsys):
-    out = tmp_path / "simple.jsonl"
-    out.write_text("{}\n")
+    out = tmp_path / "simple"
+    out.mkdir()
+    (out / "simplified.jsonl").write_text("{}\n")
     code, err = cli_run(capsys, "simplify", "--data", files["train"], "--out", out)
-    assert_one_line(code, err, str(out), "already exists", "--overwrite")
+    assert_one_line(code, err, str(out / "simplified.jsonl"), "already exists", "--overwrite")

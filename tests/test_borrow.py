@@ -69,7 +69,7 @@ def run(tmp_path_factory, tiny_model_dir):
         {"example_id": "q2", "start": 3, "end": 11, "source": "annotator-1"},  # "Hooptown"
         {"example_id": "q2", "text": f"near the sea {EVIL}"},  # in no training example
     ])  # fmt: skip
-    config = BorrowConfig(shift=str(root / "shift"), train=str(train), base_responses=str(base), spans=str(spans),
+    config = BorrowConfig(shift=str(root / "shift"), data=str(train), base_responses=str(base), spans=str(spans),
                           out=str(root / "out"), index_dir=str(root / "index"), max_new_tokens=4,
                           bootstrap_samples=50)  # fmt: skip
     result = borrow(config)
@@ -226,7 +226,7 @@ def borrow_cli(capsys, *argv):
 
 
 def test_bad_input_is_a_one_line_error(capsys, run, tmp_path):
-    common = ["--train", run.train, "--base-responses", run.base, "--index-dir", run.root / "index"]
+    common = ["--data", run.train, "--base-responses", run.base, "--index-dir", run.root / "index"]
     code, err = borrow_cli(capsys, "--shift", tmp_path / "nope", *common, "--out", tmp_path / "o1")
     assert code == 2 and len(err) == 1 and "nope" in err[0] and "no such directory" in err[0]
     bad = tmp_path / "spans.jsonl"
@@ -240,14 +240,14 @@ def test_bad_input_is_a_one_line_error(capsys, run, tmp_path):
     code, err = borrow_cli(capsys, "--shift", run.root / "shift", *common, "--spans", bad, "--out", tmp_path / "o4")
     assert code == 2 and len(err) == 1 and "line 1: invalid JSON" in err[0]
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))  # nothing written
-    code, err = borrow_cli(capsys, "--shift", run.root / "shift", "--train", tmp_path / "missing.jsonl",
+    code, err = borrow_cli(capsys, "--shift", run.root / "shift", "--data", tmp_path / "missing.jsonl",
                            "--out", tmp_path / "o5", "--no-generate-base")  # fmt: skip
     assert code == 2 and len(err) == 1 and "missing.jsonl" in err[0] and "not found" in err[0]
     assert not (tmp_path / "o5").exists()
 
 
 def test_the_command_prints_the_headline_numbers(capsys, run, tmp_path):
-    code = main(["borrow", "--shift", str(run.root / "shift"), "--train", str(run.train), "--base-responses",
+    code = main(["borrow", "--shift", str(run.root / "shift"), "--data", str(run.train), "--base-responses",
                  str(run.base), "--index-dir", str(run.root / "index"), "--out", str(tmp_path / "cli")])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "style share of shifted+marginal tokens" in out and "base model" in out

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tunescope.config import add_config_arguments, build_config, flag
+from tunescope.config import add_config_arguments, build_config, config_from_args, flag
 from tunescope.errors import UserError
 from tunescope.train import TrainConfig
 
@@ -30,8 +30,7 @@ def test_cli_and_yaml_round_trip(tmp_path):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, TrainConfig)
     args = parser.parse_args(["--out", "x", "--lora-target-modules", "q_proj", "v_proj", "--no-gradient-checkpointing"])
-    overrides = {k: v for k, v in vars(args).items()}
-    config = build_config(TrainConfig, overrides=overrides)
+    config = config_from_args(TrainConfig, args)
     assert config.lora_target_modules == ["q_proj", "v_proj"]
     again = build_config(TrainConfig, base=config.model_dump(mode="json"))
     assert again == config
@@ -43,7 +42,7 @@ def test_cli_and_yaml_round_trip(tmp_path):
         ("out: x\nlora_r: -1\n", {}, "lora_r"),
         ("out: x\n", {"lora_r": "many"}, "--lora-r"),
         ("out: x\nbogus: 1\n", {}, "unknown setting 'bogus'"),
-        ("out: x\nbatch_size: 10\nmicro_batch_size: 4\n", {}, "not a multiple"),
+        ("out: x\neffective_batch_size: 10\nmicro_batch_size: 4\n", {}, "not a multiple"),
         ("", {}, "missing required setting --out"),
         ("out: x\nformat: yaml\n", {}, "format"),
     ],

@@ -45,7 +45,7 @@ def test_train_default_model_on_each_format(tmp_path, method, data_format):
     data = write_jsonl(tmp_path / "train.jsonl", rows_in_format(data_format))
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--method", method, "--max-steps", "1",
-            "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "128"]  # fmt: skip
+            "--effective-batch-size", "2", "--micro-batch-size", "2", "--max-length", "128"]  # fmt: skip
     assert main(args) == 0
     summary = json.loads((out / "run.json").read_text())
     assert summary["model"] == "smollm2" and summary["steps"] == 1
@@ -54,7 +54,7 @@ def test_train_default_model_on_each_format(tmp_path, method, data_format):
 
 def test_train_on_default_data(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--out", str(out), "--subset-size", "8", "--max-steps", "2", "--batch-size", "4",
+    args = ["train", "--out", str(out), "--subset-size", "8", "--max-steps", "2", "--effective-batch-size", "4",
             "--max-length", "128", "--lora-learning-rate", "2e-4"]  # fmt: skip
     assert main(args) == 0
     provenance = json.loads((out / "provenance.json").read_text())

@@ -108,7 +108,7 @@ def tuned(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
 def train_args(model, data, out, micro_batch, *extra):
     return [
         "train", "--model", str(model), "--data", str(data), "--out", str(out), "--epochs", "1",
-        "--batch-size", "4", "--micro-batch-size", str(micro_batch), "--warmup-ratio", "0",
+        "--effective-batch-size", "4", "--micro-batch-size", str(micro_batch), "--warmup-ratio", "0",
         "--learning-rate", "1e-2", *extra,
     ]  # fmt: skip
 
@@ -316,7 +316,7 @@ def test_an_interrupted_shift_rescores_only_the_missing_batches(tmp_path, tuned,
 
 
 def judge_args(tuned, out):
-    return ["judge", "--responses", tuned / "responses.jsonl", "--judge-model", tuned / "adapter", "--max-tokens",
+    return ["judge", "--responses", tuned / "responses.jsonl", "--judge-model", tuned / "adapter", "--max-new-tokens",
             "320", "--no-cache", "--bootstrap-samples", "50", "--no-plots", "--out", out]  # fmt: skip
 
 

@@ -36,12 +36,12 @@ def write_experiment(root: Path, borrow: bool = False) -> Path:
             }
         ],
         "train": {
-            "epochs": 1, "batch_size": 4, "micro_batch_size": 2, "max_length": 128, "lora_learning_rate": 3e-2,
-            "full_learning_rate": 1e-2, "monitor_every": 2, "monitor_prompts": str(root / "prompts.jsonl"),
-            "monitor_examples": 2, "monitor_tokens": 4, "save_steps": 2,
+            "epochs": 1, "effective_batch_size": 4, "micro_batch_size": 2, "max_length": 128,
+            "lora_learning_rate": 3e-2, "full_learning_rate": 1e-2, "monitor_every": 2,
+            "monitor_prompts": str(root / "prompts.jsonl"), "monitor_examples": 2, "monitor_tokens": 4, "save_steps": 2,
         },
         "eval": {"prompts": str(root / "prompts.jsonl"), "max_new_tokens": 8},
-        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_tokens": 400, "limit": 2},
+        "judge": {"backend": "hf", "judge_model": str(root / "model"), "max_new_tokens": 400, "limit": 2},
         "probes": {"max_questions": 8, "passages": 2},
         "borrow": borrow,
     }  # fmt: skip
@@ -57,7 +57,7 @@ def finished_experiment(tmp_path_factory):
     # Run from the experiment's parent with a relative --out, as `tunescope demo` is run from a repository.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        assert main(["experiment", str(config), "--out", "run"]) == 0
+        assert main(["experiment", "--config", str(config), "--out", "run"]) == 0
     return root / "run"
 
 
@@ -276,7 +276,7 @@ def test_killed_experiment_resumes_without_redoing_stages(tmp_path):
     config = write_experiment(tmp_path)
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tunescope", "experiment", str(config), "--out", str(out), "--no-report"],
+        [sys.executable, "-m", "tunescope", "experiment", "--config", str(config), "--out", str(out), "--no-report"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -292,7 +292,7 @@ def test_killed_experiment_resumes_without_redoing_stages(tmp_path):
     assert any(name.startswith("train-") for name in finished), "no stage finished before the kill"
     assert not json.loads((out / "experiment.json").read_text())["complete"]
 
-    assert main(["experiment", str(config), "--out", str(out), "--no-report"]) == 0
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--no-report"]) == 0
     for name, content in finished.items():
         assert (out / "done" / name).read_text() == content, f"{name} was redone"
     manifest = json.loads((out / "experiment.json").read_text())
@@ -346,7 +346,9 @@ def test_demo_configs_are_valid():
     quick, full = demo_config(quick=True), demo_config()
     assert quick.methods == full.methods == ["lora", "full"]
     assert quick.train["epochs"] < full.train["epochs"]
-    assert demo_config(judge={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
+    assert (
+        demo_config(judge={"backend": "openai", "judge_base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
+    )
 
 
 def test_notebook_loads_an_experiment_and_its_stages(finished_experiment, monkeypatch, tmp_path):

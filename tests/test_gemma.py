@@ -39,7 +39,7 @@ def test_gemma_trains_and_answers_through_the_plain_template(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages")[:2])
     run = tmp_path / "run"
     args = ["train", "--model", "gemma3-270m", "--data", str(data), "--out", str(run), "--max-steps", "1",
-            "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "64"]  # fmt: skip
+            "--effective-batch-size", "2", "--micro-batch-size", "2", "--max-length", "64"]  # fmt: skip
     assert main(args) == 0
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["data"]["template"] == "plain"

@@ -187,7 +187,8 @@ def generate_cli(capsys, *argv):
 
 def test_bad_inputs_give_one_line_errors(capsys, tmp_path, prompts, tiny_model_dir):
     common = ["--model", tiny_model_dir, "--data", prompts, "--max-new-tokens", "4"]
-    assert_one_line(*generate_cli(capsys, *common, "--out", tmp_path / "r.txt"), "r.txt", ".jsonl")
+    (tmp_path / "r.txt").write_text("a file, where --out names a directory\n")
+    assert_one_line(*generate_cli(capsys, *common, "--out", tmp_path / "r.txt"), "r.txt", "is a file")
     assert_one_line(*generate_cli(capsys, *common, "--out", tmp_path / "r.jsonl", "--max-new-tokens", "0"),
                     "--max-new-tokens")  # fmt: skip
     assert_one_line(*generate_cli(capsys, *common, "--out", tmp_path / "r.jsonl", "--top-p", "2"), "--top-p")

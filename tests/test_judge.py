@@ -290,7 +290,7 @@ def test_base_url_forms_and_credentials_never_recorded():
     assert chat_completions_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1/chat/completions"
     assert chat_completions_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
     assert chat_completions_url("https://h/api/v1/chat/completions") == "https://h/api/v1/chat/completions"
-    with pytest.raises(UserError, match="--base-url"):
+    with pytest.raises(UserError, match="--judge-base-url"):
         chat_completions_url("localhost:8000")
     assert public_url("https://user:secret@host:8443/v1/chat/completions?key=secret") == (
         "https://host:8443/v1/chat/completions"
@@ -366,7 +366,7 @@ def one_line_error(capsys, argv):
 
 def test_cli_bad_input(capsys, tmp_path):
     out = tmp_path / "judge"
-    base = ["judge", "--out", str(out), "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]
+    base = ["judge", "--out", str(out), "--backend", "openai", "--judge-base-url", "http://127.0.0.1:9/v1"]
     base += ["--judge-model", "m"]
     assert "nope.jsonl: responses file not found" in one_line_error(capsys, [*base, "--responses", "nope.jsonl"])
     bad = tmp_path / "bad.jsonl"
@@ -376,6 +376,6 @@ def test_cli_bad_input(capsys, tmp_path):
     message = one_line_error(capsys, [*base, "--responses", str(good), "--mode", "pairwise"])
     assert "exactly two --responses files" in message
     message = one_line_error(capsys, ["judge", "--out", str(out), "--backend", "openai", "--responses", str(good)])
-    assert "needs --base-url and --judge-model" in message
+    assert "needs --judge-base-url and --judge-model" in message
     assert "--concurrency" in one_line_error(capsys, [*base, "--responses", str(good), "--concurrency", "0"])
     assert not out.exists()

@@ -54,7 +54,7 @@ def test_a_random_model_replies_in_the_schema(tiny_model_dir, mode):
 def test_a_budget_too_small_for_the_schema_is_refused(tiny_model_dir):
     backend = HFBackend(str(tiny_model_dir), max_tokens=20)
     messages = score_messages("score", [{"role": "user", "content": "Hi"}], "Hello")
-    with pytest.raises(BackendError, match="--max-tokens 20 is too small .* needs at least"):
+    with pytest.raises(BackendError, match="--max-new-tokens 20 is too small .* needs at least"):
         backend.complete(messages, reply_schema("score"))
 
 
@@ -73,7 +73,7 @@ def test_judge_with_a_random_local_model_scores_every_item(tiny_model_dir, tmp_p
     )
     settings = JudgeConfig(
         responses=[str(data)], out=str(tmp_path / "judge"), backend="hf", judge_model=str(tiny_model_dir),
-        max_tokens=400, cache_dir=str(tmp_path / "cache"), bootstrap_samples=50,
+        max_new_tokens=400, cache_dir=str(tmp_path / "cache"), bootstrap_samples=50,
     )  # fmt: skip
     with pytest.warns(UserWarning, match="stand-in"):
         result = judge(settings)

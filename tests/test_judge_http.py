@@ -233,7 +233,7 @@ def config(server, tmp_path, responses, **overrides):
         "responses": [str(path) for path in responses],
         "out": str(tmp_path / "judge"),
         "backend": "openai",
-        "base_url": server.url,
+        "judge_base_url": server.url,
         "judge_model": "scripted-judge",
         "api_key_env": "TUNESCOPE_TEST_JUDGE_KEY",
         "cache_dir": str(tmp_path / "cache"),
@@ -379,7 +379,7 @@ def test_refused_key_stops_with_one_line_and_never_shows_the_key(server, tmp_pat
     data = responses_file(tmp_path / "answers.jsonl", {"x": "BEHAVIOUR=auth", "y": "BEHAVIOUR=auth"})
     out = tmp_path / "judge"
     code = main(
-        ["judge", "--responses", str(data), "--out", str(out), "--backend", "openai", "--base-url", server.url,
+        ["judge", "--responses", str(data), "--out", str(out), "--backend", "openai", "--judge-base-url", server.url,
          "--judge-model", "m", "--api-key-env", "TUNESCOPE_TEST_JUDGE_KEY", "--cache-dir", str(tmp_path / "cache")]
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
@@ -393,7 +393,7 @@ def test_refused_key_stops_with_one_line_and_never_shows_the_key(server, tmp_pat
 def judge_command(server, data, out):
     return [
         sys.executable, "-m", "tunescope", "judge", "--responses", str(data), "--out", str(out),
-        "--backend", "openai", "--base-url", server.url, "--judge-model", "scripted-judge",
+        "--backend", "openai", "--judge-base-url", server.url, "--judge-model", "scripted-judge",
         "--concurrency", "2", "--no-cache", "--no-plots", "--bootstrap-samples", "100",
     ]  # fmt: skip
 
@@ -440,7 +440,7 @@ def test_limit_labels_and_a_yaml_config(server, tmp_path, capsys):
     files = [responses_file(tmp_path / run / "responses.jsonl", answers) for run in ("lora", "full")]
     settings = tmp_path / "judge.yaml"
     settings.write_text(
-        f"responses: [{files[0]}, {files[1]}]\nbackend: openai\nbase_url: {server.url}\njudge_model: m\n"
+        f"responses: [{files[0]}, {files[1]}]\nbackend: openai\njudge_base_url: {server.url}\njudge_model: m\n"
         f"limit: 2\ncache_dir: {tmp_path / 'cache'}\nbootstrap_samples: 50\n"
     )
     out = tmp_path / "judge"
@@ -512,8 +512,9 @@ def test_an_explicit_mode_the_server_refuses_costs_one_request_not_six_per_item(
     try:
         data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 6))
         argv = ["judge", "--responses", str(data), "--out", str(tmp_path / "judge"), "--backend", "openai",
-                "--base-url", server.url, "--judge-model", "m", "--json-mode", "json_schema", "--concurrency", "1",
-                "--max-retries", "5", "--backoff", "0.05", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+                "--judge-base-url", server.url, "--judge-model", "m", "--json-mode", "json_schema",
+                "--concurrency", "1", "--max-retries", "5", "--backoff", "0.05",
+                "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
         code = main(argv)
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
         assert code == 1 and len(err) == 1, err
@@ -549,7 +550,7 @@ def closed_port_url() -> str:
 
 
 def judge_argv(data, out, url, tmp_path, *extra):
-    return ["judge", "--responses", str(data), "--out", str(out), "--backend", "openai", "--base-url", url,
+    return ["judge", "--responses", str(data), "--out", str(out), "--backend", "openai", "--judge-base-url", url,
             "--judge-model", "scripted-judge", "--max-retries", "1", "--backoff", "0.01", "--concurrency", "1",
             "--cache-dir", str(tmp_path / "cache"), "--bootstrap-samples", "50", *extra]  # fmt: skip
 
@@ -573,7 +574,7 @@ def test_a_judge_that_never_answers_fails_the_run_and_a_rerun_completes_it(serve
     }  # fmt: skip
     assert summary["files"]["plots"] == [] and not list(out.glob("*.png"))  # no plot over zero judgements
 
-    # The endpoint works now (--base-url may change on a rerun): everything is asked once, and plotted.
+    # The endpoint works now (--judge-base-url may change on a rerun): everything is asked once, and plotted.
     assert main(judge_argv(data, out, server.url, tmp_path)) == 0
     summary = json.loads((out / "judge_summary.json").read_text())
     assert summary["complete"] is True and summary["models"]["answers"]["complete"] == 12
@@ -631,7 +632,7 @@ def test_a_cache_written_before_json_modes_were_recorded_still_opens(tmp_path):
 
 def test_a_server_that_does_not_answer_is_not_probed_once_per_waiting_request(server, tmp_path):
     data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 4))
-    down = config(server, tmp_path, [data], base_url=closed_port_url(), concurrency=4, max_retries=2, backoff=0.5)
+    down = config(server, tmp_path, [data], judge_base_url=closed_port_url(), concurrency=4, max_retries=2, backoff=0.5)
     result = judge(down)
     # One request tried to find the JSON mode (3 attempts); the three waiting for it failed with it at
     # once instead of spending their own retries one after another.

@@ -21,7 +21,7 @@ def test_default_local_judge_scores_and_is_labelled_a_stand_in(tmp_path):
         [{"id": f"q{i}", "instruction": question, "output": answer} for i, (question, answer) in enumerate(ANSWERS)],
     )
     settings = JudgeConfig(
-        responses=[str(data)], out=str(tmp_path / "judge"), max_tokens=128, cache_dir=str(tmp_path / "cache"),
+        responses=[str(data)], out=str(tmp_path / "judge"), max_new_tokens=128, cache_dir=str(tmp_path / "cache"),
         bootstrap_samples=100,
     )  # fmt: skip
     with pytest.warns(UserWarning, match="small stand-in judge"):

@@ -118,7 +118,7 @@ def test_two_trainings_into_one_directory(tmp_path, tiny_model_dir, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", rows_in_format("messages") * 4)
     out = tmp_path / "run"
     argv = ["train", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "20",
-            "--batch-size", "2", "--micro-batch-size", "2", "--save-steps", "1000"]  # fmt: skip
+            "--effective-batch-size", "2", "--micro-batch-size", "2", "--save-steps", "1000"]  # fmt: skip
     first = start(*argv)
     wait_until_holding(first, out)
     code, err = cli_run(capsys, *argv)
@@ -152,7 +152,7 @@ def test_two_judge_runs_into_one_directory(tmp_path, capsys):
     try:
         data = responses_file(tmp_path / "answers.jsonl", {f"i{n}": f"Answer {n}." for n in range(12)})
         out = tmp_path / "judge"
-        argv = ["judge", "--responses", data, "--out", out, "--backend", "openai", "--base-url", server.url,
+        argv = ["judge", "--responses", data, "--out", out, "--backend", "openai", "--judge-base-url", server.url,
                 "--judge-model", "m", "--concurrency", "1", "--no-cache", "--bootstrap-samples", "50"]  # fmt: skip
         first = start(*argv)
         wait_until_holding(first, out)
@@ -173,7 +173,7 @@ def test_a_judge_run_killed_with_sigkill_does_not_block_the_rerun(tmp_path, caps
     try:
         data = responses_file(tmp_path / "answers.jsonl", {f"i{n}": f"Answer {n}." for n in range(6)})
         out = tmp_path / "judge"
-        argv = ["judge", "--responses", data, "--out", out, "--backend", "openai", "--base-url", server.url,
+        argv = ["judge", "--responses", data, "--out", out, "--backend", "openai", "--judge-base-url", server.url,
                 "--judge-model", "m", "--concurrency", "1", "--no-cache", "--no-plots"]  # fmt: skip
         first = start(*argv)
         wait_until_holding(first, out)
@@ -204,9 +204,9 @@ def tiny_grid(root: Path, model_dir: Path, judge: dict | None = None) -> Path:
 def test_two_experiments_into_one_directory_then_a_judge_that_does_not_answer(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     grid = tiny_grid(tmp_path, tiny_model_dir)
-    first = start("experiment", grid, "--out", out, "--no-report")
+    first = start("experiment", "--config", grid, "--out", out, "--no-report")
     wait_until_holding(first, out)
-    code, err = cli_run(capsys, "experiment", grid, "--out", out, "--no-report")
+    code, err = cli_run(capsys, "experiment", "--config", grid, "--out", out, "--no-report")
     assert_refused(code, err, out, first)
     code, _, stderr = finish(first)
     assert code == 0, stderr[-3000:]
@@ -218,10 +218,10 @@ def test_two_experiments_into_one_directory_then_a_judge_that_does_not_answer(tm
     url = closed_port_url()
     server = None
     try:
-        judge = {"backend": "openai", "base_url": url, "judge_model": "m", "max_retries": 0, "concurrency": 1,
+        judge = {"backend": "openai", "judge_base_url": url, "judge_model": "m", "max_retries": 0, "concurrency": 1,
                  "bootstrap_samples": 50, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
         judged = tiny_grid(tmp_path, tiny_model_dir, judge)
-        code = main(["experiment", str(judged), "--out", str(out)])
+        code = main(["experiment", "--config", str(judged), "--out", str(out)])
         captured = capsys.readouterr()
         assert code == 3, captured.err
         last = [line for line in captured.err.splitlines() if line.startswith("tunescope experiment:")]
@@ -237,7 +237,7 @@ def test_two_experiments_into_one_directory_then_a_judge_that_does_not_answer(tm
 
         # The endpoint is up now, at the same address: rerunning the same command completes the judge stage.
         server = ScriptedJudge(port=int(url.rsplit(":", 1)[1].split("/")[0]))
-        assert main(["experiment", str(judged), "--out", str(out)]) == 0
+        assert main(["experiment", "--config", str(judged), "--out", str(out)]) == 0
         manifest = json.loads((out / "experiment.json").read_text())
         assert manifest["complete"] is True
         summary = json.loads(

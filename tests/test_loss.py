@@ -142,7 +142,7 @@ def test_models_that_scale_their_logits_keep_trls_path(tiny_tokenizer):
 
 def _config(model_dir, data, out, method, **switches):
     return TrainConfig(
-        model=str(model_dir), data=str(data), out=str(out), method=method, epochs=2, batch_size=4,
+        model=str(model_dir), data=str(data), out=str(out), method=method, epochs=2, effective_batch_size=4,
         micro_batch_size=2, warmup_ratio=0, learning_rate=2e-3, **switches,
     )  # fmt: skip
 

@@ -95,7 +95,7 @@ def dataset_rows(n: int = 6) -> list[dict]:
 
 def openai_config(tmp_path, url, **settings) -> SimplifyConfig:
     return SimplifyConfig(data=str(tmp_path / "train.jsonl"), out=str(tmp_path / "simple.jsonl"), backend="openai",
-                          base_url=url, rewriter_model="rewriter", max_retries=0, backoff=0, concurrency=2,
+                          judge_base_url=url, judge_model="rewriter", max_retries=0, backoff=0, concurrency=2,
                           **settings)  # fmt: skip
 
 
@@ -177,7 +177,7 @@ def test_failed_requests_are_retried_by_a_rerun_and_finished_ones_never_redone(c
     flaky = Rewriter(fail_after=3)
     try:
         args = ["simplify", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "simple.jsonl"),
-                "--backend", "openai", "--base-url", flaky.url, "--rewriter-model", "rewriter", "--max-retries", "0",
+                "--backend", "openai", "--judge-base-url", flaky.url, "--judge-model", "rewriter", "--max-retries", "0",
                 "--concurrency", "1"]  # fmt: skip
         assert main(args) == 3  # incomplete: rerun to complete
         err = capsys.readouterr().err.strip().splitlines()  # a progress line, then the one-line error
@@ -269,7 +269,7 @@ def test_progress_of_other_settings_and_bad_input_are_one_line_errors(capsys, tm
     code = main(["simplify", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "o.jsonl"),
                  "--backend", "openai"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--base-url and --rewriter-model" in err[0]
+    assert code == 2 and len(err) == 1 and "--judge-base-url and --judge-model" in err[0]
     with pytest.raises(TunescopeError):
         simplify(config.model_copy(update={"out": str(tmp_path / "x.jsonl")}), backend=_RefusingBackend())
 
@@ -285,7 +285,7 @@ def test_a_local_model_rewrites_through_the_hf_backend(tmp_path, tiny_model_dir)
     rows = dataset_rows(2)
     write_jsonl(tmp_path / "train.jsonl", rows)
     config = SimplifyConfig(data=str(tmp_path / "train.jsonl"), out=str(tmp_path / "simple.jsonl"),
-                            rewriter_model=str(tiny_model_dir), max_tokens=4, keep_summaries=False)  # fmt: skip
+                            judge_model=str(tiny_model_dir), max_new_tokens=4, keep_summaries=False)  # fmt: skip
     result = simplify(config)
     out = read_jsonl(result.out)
     assert len(out) == len(rows) and out[2] == rows[2]  # the code answer is still copied verbatim

@@ -15,7 +15,7 @@ from tunescope.train.neftune import example_lengths
 
 from conftest import CORPUS, assert_one_line, cli_run, rows_in_format, write_jsonl
 
-FAST = ["--batch-size", "4", "--micro-batch-size", "2", "--warmup-ratio", "0"]
+FAST = ["--effective-batch-size", "4", "--micro-batch-size", "2", "--warmup-ratio", "0"]
 NOTES = "\n\n".join(
     [
         "Notes on spiders",  # a heading: joined to the paragraph after it

@@ -14,7 +14,7 @@ from tunescope.models import load_model, load_tokenizer
 
 from conftest import rows_in_format, write_jsonl
 
-FAST = ["--batch-size", "4", "--micro-batch-size", "2", "--warmup-ratio", "0"]
+FAST = ["--effective-batch-size", "4", "--micro-batch-size", "2", "--warmup-ratio", "0"]
 
 
 def train_args(model_dir, data, out, *extra):
@@ -49,7 +49,7 @@ def test_train_each_method_on_each_format(tiny_model_dir, tmp_path, method, data
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["method"] == method and config["data"] == str(data) and config["batch_size"] == 4
+    assert config["method"] == method and config["data"] == str(data) and config["effective_batch_size"] == 4
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["seed"] == 42 and len(provenance["data"]["sha256"]) == 64
     assert provenance["data"]["format"] == data_format and provenance["data"]["template"] is None  # its own

@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
+def _one_line_warnings() -> None:
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
+
+
+def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
     import transformers
@@ -69,6 +72,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``tunescope`` command; returns the process exit code."""
+    _one_line_warnings()  # before parsing, which warns about deprecated flags
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

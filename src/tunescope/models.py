@@ -67,6 +67,26 @@ class ModelSource:
         return out
 
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Weights' precision of every verb that loads a model for inference."""
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' → bf16 on a CUDA GPU with bf16 support, fp32 elsewhere (bf16 is slow on most CPUs), in every verb."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def torch_dtype(precision: str) -> Any:
+    """The torch dtype of ``precision`` (fp32, bf16, fp16, or auto as :func:`resolve_precision` decides)."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision)]
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Work out what ``spec`` names, converting GGUF files and preparing assets on the way.
 

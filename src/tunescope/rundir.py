@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tunescope.config import Config, upgraded_settings
 from tunescope.errors import UserError
 from tunescope.files import write_yaml
 from tunescope.locks import is_lock_file
@@ -110,6 +111,7 @@ def check_run_dir(
     resume: bool,
     overwrite: bool,
     may_change_on_resume: frozenset[str] = frozenset({"out"}),
+    settings_class: type[Config] | None = None,
 ) -> RunState:
     """Decide, without writing anything, whether ``out`` may receive this run.
 
@@ -121,6 +123,8 @@ def check_run_dir(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     previous = saved_config(out) if out.is_dir() else None
+    if previous is not None and settings_class is not None:  # saved by an earlier version, perhaps
+        previous = upgraded_settings(settings_class, previous)
     occupied = out.is_dir() and any(not is_lock_file(path) for path in out.iterdir())
     if occupied and previous is None:
         raise UserError(f"--out {out}: directory is not empty and is not a tunescope run; choose another --out")

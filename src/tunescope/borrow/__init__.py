@@ -10,7 +10,7 @@ From Python::
 
     from tunescope.borrow import BorrowConfig, borrow
 
-    result = borrow(BorrowConfig(shift="runs/full/shift", train="runs/full", out="runs/full/borrow"))
+    result = borrow(BorrowConfig(shift="runs/full/shift", data="runs/full", out="runs/full/borrow"))
     print(result.borrow["style_tokens"]["headline"], result.borrow["borrowed_words"]["headline"])
 
 The pieces are importable one by one: :mod:`~tunescope.borrow.index` (the training-set index),

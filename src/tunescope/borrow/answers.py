@@ -48,6 +48,7 @@ def ask(
     max_new_tokens: int,
     template: str | None = None,
     batch_size: int = 8,
+    precision: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, ResponseRecord]:
     """Answer ``prompts`` (records with ``id`` and ``messages``) greedily with ``model`` into ``out``.
@@ -70,6 +71,7 @@ def ask(
         out=str(out),
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        precision=precision,
     )
     generate(config, progress=progress)
     answers = read_answers(out)

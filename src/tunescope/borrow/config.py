@@ -10,6 +10,7 @@ from tunescope.borrow.index import SearchIn
 from tunescope.config import Config
 from tunescope.data import DataSettings
 from tunescope.data.formats import DataFormat
+from tunescope.models import Precision
 from tunescope.rundir import saved_config
 
 RUNTIME_SETTINGS = frozenset({"out", "index_dir", "device", "batch_size", "embed_batch_size"})
@@ -19,17 +20,22 @@ RUNTIME_SETTINGS = frozenset({"out", "index_dir", "device", "batch_size", "embed
 class TrainingDataSettings(Config):
     """Training data settings."""
 
-    train: str
+    RENAMED = {
+        "train": "data", "train_format": "format", "train_split": "split",
+        "train_subset_size": "subset_size", "train_subset_seed": "subset_seed",
+    }  # fmt: skip
+
+    data: str
     """The training data: a .json/.jsonl/.parquet/.csv file, a saved dataset directory, a Hugging Face
     dataset id or an asset name; or the tuned model's tunescope run directory, whose data settings
     (data, format, split, subset) are then used."""
-    train_format: DataFormat | None = None
+    format: DataFormat | None = None
     """Record shape of the training data (default: the run's, else detected)."""
-    train_split: str | None = None
+    split: str | None = None
     """Split of a Hugging Face training dataset (default: the run's, else train)."""
-    train_subset_size: int | None = Field(default=None, gt=0)
+    subset_size: int | None = Field(default=None, gt=0)
     """Use the first N examples of the seeded shuffle, as training did (default: the run's, else all)."""
-    train_subset_seed: int | None = None
+    subset_seed: int | None = None
     """Seed of that shuffle (default: the run's, else 0)."""
     search_in: SearchIn = "both"
     """Which side of each training example is searched: instructions, responses or both."""
@@ -38,21 +44,23 @@ class TrainingDataSettings(Config):
 
     def data_settings(self) -> DataSettings:
         """The training data as the data loader takes it, with a run directory's settings filled in."""
-        path = Path(self.train).expanduser()
+        path = Path(self.data).expanduser()
         saved = saved_config(path) if path.is_dir() else None
-        base = saved if saved and "data" in saved else {"data": self.train}
+        base = saved if saved and "data" in saved else {"data": self.data}
         chosen = {
             "data": base["data"],
-            "format": self.train_format or base.get("format") or "auto",
-            "split": self.train_split or base.get("split") or "train",
-            "subset_size": self.train_subset_size if self.train_subset_size is not None else base.get("subset_size"),
-            "subset_seed": self.train_subset_seed if self.train_subset_seed is not None else base.get("subset_seed", 0),
+            "format": self.format or base.get("format") or "auto",
+            "split": self.split or base.get("split") or "train",
+            "subset_size": self.subset_size if self.subset_size is not None else base.get("subset_size"),
+            "subset_seed": self.subset_seed if self.subset_seed is not None else base.get("subset_seed", 0),
         }
         return DataSettings(**chosen)
 
 
 class AnswerSettings(Config):
     """Model answer settings."""
+
+    RENAMED = {"base_model": "base", "tuned_model": "tuned"}
 
     responses: str | None = None
     """The tuned model's responses file that the shift run scored (default: the one its settings name)."""
@@ -62,14 +70,16 @@ class AnswerSettings(Config):
     generate_base: bool = True
     """Generate the base model's answers when --base-responses is not an existing file (into
     --base-responses, else <out>/base-responses.jsonl; resumable). Off: no base-model baseline."""
-    base_model: str | None = None
+    base: str | None = None
     """The model that gives the base answers (default: the shift run's base)."""
-    tuned_model: str | None = None
+    tuned: str | None = None
     """The model asked the rephrased instructions of the counterfactual check (default: the shift run's tuned)."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Longest generated answer (default: the limit the tuned responses were generated with)."""
     batch_size: int = Field(default=8, gt=0)
     """Prompts answered together when generating."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
 
 
 class BorrowConfig(AnswerSettings, TrainingDataSettings):

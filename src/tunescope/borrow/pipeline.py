@@ -39,7 +39,7 @@ from tunescope.borrow.lexicon import tag_tokens
 from tunescope.borrow.report import render_page
 from tunescope.borrow.style import style_token_summary
 from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
-from tunescope.config import config_to_dict
+from tunescope.config import config_to_dict, upgraded_settings
 from tunescope.data import DataSettings
 from tunescope.data.dataset import check_local_source
 from tunescope.errors import UserError
@@ -110,12 +110,14 @@ def claim_output(config: BorrowConfig, overwrite: bool) -> Path:
     out = Path(config.out).expanduser()
     settings = config_to_dict(config)
     previous = saved_config(out) if out.is_dir() else None
+    if previous is not None:
+        previous = upgraded_settings(BorrowConfig, previous)
     if previous is not None and not overwrite and not config_differences(previous, settings, RUNTIME_SETTINGS):
         # The same analysis again (after a crash, or to refresh it): keep the answers generated so far.
         (out / DONE_FILE).unlink(missing_ok=True)
         write_yaml(out / CONFIG_FILE, recorded_settings(settings, out))
         return out
-    check_run_dir(out, settings, resume=False, overwrite=overwrite)
+    check_run_dir(out, settings, resume=False, overwrite=overwrite, settings_class=BorrowConfig)
     start_run_dir(out, settings)
     return out
 
@@ -126,7 +128,7 @@ def check_training_source(settings: DataSettings) -> None:
     Raises:
         UserError: naming the missing file.
     """
-    check_local_source(settings.data, "--train")
+    check_local_source(settings.data, "--data")
 
 
 def base_answers_path(config: BorrowConfig, out: Path) -> Path:
@@ -153,13 +155,13 @@ def get_base_answers(
         return answers, {"path": recorded_path(str(path), out), "generated": False, "model": None}
     if not config.generate_base:
         return None, None
-    model = config.base_model or str(run.settings.get("base"))
+    model = config.base or str(run.settings.get("base"))
     generation = generation_settings(tuned)
     max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
     prompts = [{"id": example_id, "messages": tuned[example_id].messages or []} for example_id in wanted]
     log(f"base answers: {len(prompts)} prompts with {model} (max {max_new_tokens} new tokens) into {path}")
     answers = ask(model, prompts, path, max_new_tokens=max_new_tokens, template=generation["template"],
-                  batch_size=config.batch_size)  # fmt: skip
+                  batch_size=config.batch_size, precision=config.precision)  # fmt: skip
     described = {"path": recorded_path(str(path), out), "generated": True, "model": recorded_path(model, out)}
     return answers, {**described, "max_new_tokens": max_new_tokens}
 
@@ -218,7 +220,7 @@ def _counterfactuals(
     asked = [span for span in spans if span.rephrased]
     if not asked:
         return {}, None
-    model = config.tuned_model or str(run.settings.get("tuned"))
+    model = config.tuned or str(run.settings.get("tuned"))
     generation = generation_settings(tuned)
     max_new_tokens = config.max_new_tokens or generation["max_new_tokens"]
     prompts = {}
@@ -228,7 +230,8 @@ def _counterfactuals(
     log(f"counterfactual check: {len(asked)} rephrased instructions with {model}")
     unique = list({prompt["id"]: prompt for prompt in prompts.values()}.values())
     answers = ask(model, unique, out / COUNTERFACTUAL_FILE, max_new_tokens=max_new_tokens,
-                  template=generation["template"], batch_size=config.batch_size)  # fmt: skip
+                  template=generation["template"], batch_size=config.batch_size,
+                  precision=config.precision)  # fmt: skip
     results = {}
     for span in asked:
         answer = answers[prompts[span.number]["id"]].output or ""
@@ -345,7 +348,7 @@ def lengths(
 ) -> dict[str, Any]:
     """Response lengths of the training data, the tuned and the base model (the ``imitation`` section, Table 11)."""
     run, tuned = inputs.run, inputs.tuned
-    tuned_model = config.tuned_model or str(run.settings.get("tuned"))
+    tuned_model = config.tuned or str(run.settings.get("tuned"))
     tokenizer = load_tokenizer(tuned_model)
     tuned_texts = [r.text for r in run.responses]
     tuned_truncated = [tuned[r.example_id].finish_reason == "length" if r.example_id in tuned else False

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tunescope.borrow import BorrowConfig, borrow
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "baselines, response lengths (Table 11) and, with --spans, where each marked span could come from. "
         "Writes borrow.json, spans.jsonl and borrow.html.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--overwrite", action="store_true", help="replace a borrow run with other settings in --out")
     add_config_arguments(parser, BorrowConfig)
+    parser.add_argument("--overwrite", action="store_true", help="replace a borrow run with other settings in --out")
     parser.set_defaults(handler=run)
 
 
@@ -31,8 +30,7 @@ def _percent(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, run the analysis and print the headline numbers."""
-    overrides = {name: getattr(args, name) for name in BorrowConfig.model_fields if hasattr(args, name)}
-    config = build_config(BorrowConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(BorrowConfig, args)
     result = borrow(config, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr))
     summary = result.borrow
     style = summary["style_tokens"]

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--print-config",
         action="store_true",
-        help="print the grid as an experiment file (for `tunescope experiment FILE`) instead of running it",
+        help="print the grid as an experiment file (for `tunescope experiment --config FILE`) instead of running it",
     )
     parser.set_defaults(handler=run)
 
@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_base_url:
         if not args.judge_model:
             raise UserError("--judge-base-url needs --judge-model")
-        judge = {"backend": "openai", "base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None}
+        judge = {
+            "backend": "openai", "judge_base_url": args.judge_base_url, "judge_model": args.judge_model, "limit": None,
+        }  # fmt: skip
     config = demo_config(quick=args.quick, judge=judge)
     if args.print_config:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args, deprecated
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.generate import GenerateConfig, generate
 
@@ -15,18 +15,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="answer prompts with a model (greedy by default)",
         description="Answer prompts with a model, a PEFT adapter, a GGUF file or a tunescope run, writing one JSON "
-        "line per response with the exact prompt and output token ids. A rerun continues where it stopped.",
+        "line per response with the exact prompt and output token ids to <out>/responses.jsonl. A rerun continues "
+        "where it stopped.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--overwrite", action="store_true", help="discard the responses already in --out")
     add_config_arguments(parser, GenerateConfig)
+    parser.add_argument("--overwrite", action="store_true", help="discard the responses already in --out")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and generate."""
-    overrides = {name: getattr(args, name) for name in GenerateConfig.model_fields if hasattr(args, name)}
-    config = build_config(GenerateConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(GenerateConfig, args)
+    if config.out.endswith(".jsonl"):
+        deprecated(
+            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.jsonl')}"
+        )
     main = is_main_process()  # under `accelerate launch`, one process reports for all
     result = generate(config, overwrite=args.overwrite)
     if main:

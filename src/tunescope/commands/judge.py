@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.errors import IncompleteRun
 from tunescope.judge import JudgeConfig, JudgeResult, incomplete_message, judge
@@ -23,9 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "between two models in both orders (--mode pairwise). Rerunning into the same --out resumes."
         ),
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--overwrite", action="store_true", help="replace a judge run with other settings in --out")
     add_config_arguments(parser, JudgeConfig)
+    parser.add_argument("--overwrite", action="store_true", help="replace a judge run with other settings in --out")
     parser.set_defaults(handler=run)
 
 
@@ -68,8 +67,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, judge, print the summary; exit code 3 when some requests got no reply."""
-    overrides = {name: getattr(args, name) for name in JudgeConfig.model_fields if hasattr(args, name)}
-    config = build_config(JudgeConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(JudgeConfig, args)
     result = judge(config, overwrite=args.overwrite)
     main = is_main_process()  # under `accelerate launch`, one process reports for all
     incomplete = incomplete_message(result.summary, result.out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args, deprecated
 from tunescope.probe.preflight import PreflightConfig, preflight
 
 
@@ -18,15 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "answers, each with a 95% interval; then recommend LoRA, continued pre-training, caution with full "
         "fine-tuning, or say it is unsure, and name the command to run next.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
     add_config_arguments(parser, PreflightConfig)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, measure, and print the evidence, the recommendation and what to run next."""
-    overrides = {name: getattr(args, name) for name in PreflightConfig.model_fields if hasattr(args, name)}
-    config = build_config(PreflightConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(PreflightConfig, args)
+    if config.out and config.out.endswith(".json"):
+        deprecated(
+            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.json')}"
+        )
     result = preflight(config)
     print(f"examples measured: {result.n_examples} of {result.n_records} (--subset-size {config.subset_size})")
     print(f"answer type: {result.answer_types['sentence']}")
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     for reason in result.reasons[2:]:
         print(f"  - {reason}")
     print(f"next: {result.next_step}")
+    if config.result_file:
+        print(f"result: {config.result_file}")
     return 0
 
 

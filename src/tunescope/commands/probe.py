@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args
 from tunescope.probe.pipeline import ProbeConfig, run_probes
 
 
@@ -17,15 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the same questions about untaught entities, and in the training wording), and measure held-out loss and "
         "retained general knowledge, for the base and each tuned model, with intervals.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
     add_config_arguments(parser, ProbeConfig)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and probe."""
-    overrides = {name: getattr(args, name) for name in ProbeConfig.model_fields if hasattr(args, name)}
-    config = build_config(ProbeConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(ProbeConfig, args)
     report = run_probes(config)
     print(f"{len(report['sets']['facts']['ids'])} questions per set; {report['note']}")
     for spec, entry in report["models"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args
 from tunescope.report import build_report
 from tunescope.report.pipeline import ReportConfig
 
@@ -23,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is."""
-    overrides = {name: getattr(args, name) for name in ReportConfig.model_fields if hasattr(args, name)}
-    config = build_config(ReportConfig, overrides=overrides)
+    config = config_from_args(ReportConfig, args)
     report = build_report(args.dir, config.out, bootstrap_samples=config.bootstrap_samples, seed=config.seed)
     print_findings(report.findings)
     print(f"report: {report.html}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.shift import ShiftConfig, ShiftResult, compute_shift
 
@@ -18,16 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "at every position (KL, base rank and probability, unshifted/marginal/shifted); writes tokens.parquet, "
         "summary.json and a token viewer.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--overwrite", action="store_true", help="replace a shift run already in --out")
     add_config_arguments(parser, ShiftConfig)
+    parser.add_argument("--overwrite", action="store_true", help="replace a shift run already in --out")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, score the responses and print the headline numbers."""
-    overrides = {name: getattr(args, name) for name in ShiftConfig.model_fields if hasattr(args, name)}
-    config = build_config(ShiftConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(ShiftConfig, args)
     main = is_main_process()  # under `accelerate launch`, one process reports for all
     result = compute_shift(config, overwrite=args.overwrite)
     if main:

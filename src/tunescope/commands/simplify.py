@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args, deprecated
 from tunescope.simplify import SimplifyConfig, simplify
 
 
@@ -16,12 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rewrite every training response concisely (LIMA-Simple), resumably",
         description="Send each training response with its query to a rewriter (an OpenAI-compatible endpoint or a "
         "local model) and keep only what is helpful and factual; code and summaries are copied verbatim. Writes "
-        "the same records with new responses to --out (JSONL), plus <out>.provenance.json and "
-        "<out>.rewrites.jsonl. Rerunning after a crash asks only for what is missing.",
+        "the same records with new responses to <out>/simplified.jsonl, plus simplified.provenance.json and "
+        "simplified.rewrites.jsonl beside it. Rerunning after a crash asks only for what is missing.",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--overwrite", action="store_true", help="discard an earlier output or unfinished progress")
     add_config_arguments(parser, SimplifyConfig)
+    parser.add_argument("--overwrite", action="store_true", help="discard an earlier output or unfinished progress")
     parser.set_defaults(handler=run)
 
 
@@ -29,8 +28,11 @@ def run(args: argparse.Namespace) -> int:
     """Build the settings, rewrite the dataset and print what was done."""
     from tqdm import tqdm
 
-    overrides = {name: getattr(args, name) for name in SimplifyConfig.model_fields if hasattr(args, name)}
-    config = build_config(SimplifyConfig, yaml_path=args.config, overrides=overrides)
+    config = config_from_args(SimplifyConfig, args)
+    if config.out.endswith(".jsonl"):
+        deprecated(
+            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.jsonl')}"
+        )
     with tqdm(unit="rec", desc="simplify", disable=not sys.stderr.isatty(), leave=False) as bar:
         result = simplify(config, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
                           progress=bar.update)  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tunescope.config import add_config_arguments, build_config
+from tunescope.config import add_config_arguments, config_from_args, upgraded_settings
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.rundir import saved_config
 from tunescope.train import TrainConfig, dry_run, train
@@ -18,22 +18,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a model with LoRA or fully",
         description="Instruction-tune a causal LM with LoRA (--method lora) or full fine-tuning (--method full).",
     )
-    parser.add_argument("--config", help="YAML file of settings; flags override it")
-    parser.add_argument("--dry-run", action="store_true", help="show 3 rendered, masked examples and length stats")
+    add_config_arguments(parser, TrainConfig)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show 3 rendered, masked examples and length stats (needs no --out)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    add_config_arguments(parser, TrainConfig)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, then dry-run or train."""
-    overrides = {name: getattr(args, name) for name in TrainConfig.model_fields if hasattr(args, name)}
     base = None
-    if args.resume and "out" in overrides:
+    if args.resume and hasattr(args, "out"):
         # A resumed run needs no flags but --out: its saved settings are the starting point.
-        base = saved_config(Path(overrides["out"]).expanduser())
-    config = build_config(TrainConfig, yaml_path=args.config, overrides=overrides, base=base)
+        saved = saved_config(Path(args.out).expanduser())
+        base = upgraded_settings(TrainConfig, saved) if saved else saved
+    elif args.dry_run:
+        base = {"out": ""}  # a dry run writes nothing, so it needs no run directory
+    config = config_from_args(TrainConfig, args, base=base)
     if args.dry_run:
         if is_main_process():
             print(dry_run(config))

@@ -38,6 +38,6 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
 
 
 def demo_config(quick: bool = False, judge: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The demo's grid; ``judge`` overrides the stand-in judge (e.g. backend, base_url, judge_model)."""
+    """The demo's grid; ``judge`` overrides the stand-in judge (e.g. backend, judge_base_url, judge_model)."""
     settings = demo_settings(quick)
     return ExperimentConfig.model_validate({**settings, "judge": {**settings["judge"], **(judge or {})}})

@@ -183,7 +183,7 @@ def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: St
         result = borrow(
             BorrowConfig(
                 shift=str(runner.directory(shift) / "shift"),
-                train=str(runner.directory(tuned)),  # the run's own data settings: the subset it trained on
+                data=str(runner.directory(tuned)),  # the run's own data settings: the subset it trained on
                 base_responses=str(runner.directory(base_generation) / "responses.jsonl"),
                 generate_base=False,  # the grid's base generation stage already answered
                 out=str(directory / "borrow"),

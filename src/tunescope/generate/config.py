@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -9,9 +10,9 @@ from pydantic import Field
 from tunescope.config import Config
 from tunescope.data import DataSettings
 from tunescope.data.formats import DataFormat
-from tunescope.models import ModelSettings
+from tunescope.generate.store import responses_file
+from tunescope.models import ModelSettings, Precision
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Backend = Literal["hf", "vllm"]
 
 
@@ -45,7 +46,8 @@ class GenerateConfig(PromptSettings, ModelSettings):
     """Generation settings."""
 
     out: str
-    """JSON-lines file the responses are appended to; a rerun skips the prompts already answered there."""
+    """Output directory: the responses go to <out>/responses.jsonl, one JSON line each; a rerun skips the
+    prompts already answered there."""
     max_new_tokens: int = Field(default=1024, gt=0)
     """Longest response, in tokens."""
     do_sample: bool = False
@@ -72,6 +74,11 @@ class GenerateConfig(PromptSettings, ModelSettings):
     one process, --batch-size prompts submitted at a time, so set it high, e.g. 256)."""
     vllm_tensor_parallel_size: int = Field(default=1, gt=0)
     """GPUs vLLM splits the model over (backend vllm only)."""
+
+    @property
+    def responses_file(self) -> Path:
+        """``<out>/responses.jsonl`` (or ``out`` itself where it is a .jsonl file, the old form)."""
+        return responses_file(self.out)
 
     def decoding(self, precision: str) -> dict[str, Any]:
         """The settings that decide the output, as recorded with every response."""

@@ -33,7 +33,7 @@ from tunescope.generate.config import GenerateConfig
 from tunescope.generate.store import ResponseFile, ResponseRecord, response_lines
 from tunescope.generate.vllm_backend import VLLMGenerator, require_vllm
 from tunescope.locks import output_lock
-from tunescope.models import load_model, load_tokenizer, resolve_model
+from tunescope.models import load_model, load_tokenizer, resolve_model, resolve_precision
 from tunescope.paths import recorded_path, resolved_path
 from tunescope.progress import progress as show_progress
 from tunescope.rundir import config_differences
@@ -51,15 +51,6 @@ class GenerateResult:
     """Prompts that already had a response in the file or in a part file (skipped)."""
     processes: int = 1
     """Processes that shared the work."""
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' → bf16 on a CUDA GPU with bf16 support, fp32 elsewhere (bf16 is slow on most CPUs)."""
-    import torch
-
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def _record(
@@ -183,7 +174,7 @@ def _decoder(config: GenerateConfig, source: Any, tokenizer: Any, precision: str
 def generate(
     config: GenerateConfig, *, overwrite: bool = False, progress: Callable[[int], None] | None = None
 ) -> GenerateResult:
-    """Answer every prompt of ``config.data`` that ``config.out`` does not answer yet.
+    """Answer every prompt of ``config.data`` that ``config.responses_file`` does not answer yet.
 
     Under ``accelerate launch`` each process answers a contiguous share of the pending batches
     (whole batches, so every prompt is decoded beside the same others as in one process), appends
@@ -210,9 +201,9 @@ def generate(
 def _generate(
     config: GenerateConfig, state: Any, *, overwrite: bool, progress: Callable[[int], None] | None
 ) -> GenerateResult:
-    path = Path(config.out).expanduser()
-    if path.suffix != ".jsonl":
-        raise UserError(f"--out {path}: the responses file must end in .jsonl")
+    path = config.responses_file
+    if path.parent.is_file():
+        raise UserError(f"--out {config.out}: is a file; --out names a directory (responses.jsonl goes inside)")
     if config.backend == "vllm":
         require_vllm()
         if state.num_processes > 1:

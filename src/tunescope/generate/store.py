@@ -180,14 +180,32 @@ def _tags(raw: dict[str, Any], locator: str) -> tuple[str, ...]:
     return ()
 
 
+RESPONSES_FILE = "responses.jsonl"
+"""The file `tunescope generate` writes inside its --out directory."""
+
+
+def responses_file(out: str | Path) -> Path:
+    """Where `tunescope generate --out OUT` keeps its responses.
+
+    ``<out>/responses.jsonl``, or ``out`` itself where it names a .jsonl file (the old form of --out, still
+    read and written).
+    """
+    path = Path(out).expanduser()
+    return path if path.suffix == ".jsonl" else path / RESPONSES_FILE
+
+
 def read_responses(path: str | Path) -> list[ResponseRecord]:
     """Read a responses file (.jsonl, a .json list as just-eval writes, or .parquet), in file order.
+
+    A `tunescope generate` output directory stands for the responses file in it.
 
     Raises:
         UserError: for a missing or empty file, a malformed record, or a repeated id, naming the
             file and line.
     """
     path = Path(path).expanduser()
+    if path.is_dir() and (path / RESPONSES_FILE).is_file():
+        path = path / RESPONSES_FILE
     if not path.is_file():
         raise UserError(f"{path}: responses file not found")
     if path.suffix == ".txt":  # the data readers take .txt as documents for continued pre-training

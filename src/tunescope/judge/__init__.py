@@ -5,7 +5,7 @@ From Python::
     from tunescope.judge import JudgeConfig, judge
 
     result = judge(JudgeConfig(responses=["runs/lora/responses.jsonl"], backend="openai",
-                               base_url="http://127.0.0.1:8000/v1", judge_model="my-judge", out="runs/judge"))
+                               judge_base_url="http://127.0.0.1:8000/v1", judge_model="my-judge", out="runs/judge"))
     print(result.summary["models"])
 
 The pieces (prompts, parsing, requests, aggregates, plots) are importable one by one; see each

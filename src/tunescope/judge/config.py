@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from tunescope.config import Config
 from tunescope.llm import JsonMode
+from tunescope.models import Precision
 
 DEFAULT_LOCAL_JUDGE = "smollm2"
 """The hf backend's default judge: small enough for any laptop, so labelled a stand-in."""
@@ -16,7 +17,7 @@ RUNTIME_SETTINGS = frozenset(
     {
         "out", "concurrency", "timeout", "max_retries", "backoff", "cache", "cache_dir", "limit",
         "bootstrap_samples", "seed", "plots", "export_justeval", "justeval_na_as_five", "device",
-        "base_url", "api_key_env",
+        "judge_base_url", "api_key_env",
     }
 )  # fmt: skip
 """Settings that do not change any judgement, so a run may resume with different values."""
@@ -24,6 +25,8 @@ RUNTIME_SETTINGS = frozenset(
 
 class JudgeConfig(Config):
     """Judge settings."""
+
+    RENAMED = {"base_url": "judge_base_url", "max_tokens": "max_new_tokens"}
 
     out: str
     """Output directory: judgements.jsonl, judge_summary.json, plots and config.yaml. Rerunning the same
@@ -41,11 +44,11 @@ class JudgeConfig(Config):
     """score: helpfulness, clarity, factuality, depth and engagement, 1-5 each; safety: one 1-5 safety score;
     pairwise: A, B or tie per aspect for the two responses files, asked in both orders."""
     backend: Literal["hf", "openai"] = "hf"
-    """openai: any OpenAI-compatible endpoint (--base-url, --judge-model); hf: a local transformers model."""
+    """openai: any OpenAI-compatible endpoint (--judge-base-url, --judge-model); hf: a local transformers model."""
     judge_model: str | None = None
     """The judge: the model name the server knows (openai), or a local model (hf; default smollm2, a small
     stand-in whose scores only show that the pipeline works)."""
-    base_url: str | None = None
+    judge_base_url: str | None = None
     """OpenAI-compatible endpoint for the openai backend, e.g. http://127.0.0.1:8000/v1."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the API key; the key itself is never stored. Unset sends
@@ -58,8 +61,10 @@ class JudgeConfig(Config):
     unless none."""
     temperature: float = Field(default=0.0, ge=0)
     """Judge sampling temperature (just-eval uses 0)."""
-    max_tokens: int = Field(default=1024, gt=0)
+    max_new_tokens: int = Field(default=1024, gt=0)
     """Longest judge reply in tokens (just-eval uses 1024)."""
+    precision: Precision = "auto"
+    """Weights' precision of the hf backend's model; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
     concurrency: int = Field(default=8, gt=0)
     """Requests in flight at once (the hf backend always runs one at a time)."""
     timeout: float = Field(default=120.0, gt=0)
@@ -101,8 +106,8 @@ class JudgeConfig(Config):
             raise ValueError("--import-justeval reads score and safety records, not pairwise ones")
         if self.labels is not None and len(self.labels) != len(self.responses):
             raise ValueError(f"{len(self.labels)} --labels for {len(self.responses)} --responses files")
-        if self.backend == "openai" and self.responses and not (self.base_url and self.judge_model):
-            raise ValueError("the openai backend needs --base-url and --judge-model")
+        if self.backend == "openai" and self.responses and not (self.judge_base_url and self.judge_model):
+            raise ValueError("the openai backend needs --judge-base-url and --judge-model")
         return self
 
     @property

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import config_to_dict
+from tunescope.config import config_to_dict, upgraded_settings
 from tunescope.distributed import (
     busy_part_files,
     gather_counts,
@@ -275,13 +275,18 @@ def _claim_output(config: JudgeConfig, overwrite: bool, state: Any = None) -> Pa
     out = Path(config.out).expanduser()
     settings = config_to_dict(config)
     previous = saved_config(out) if out.is_dir() else None
+    if previous is not None:
+        previous = upgraded_settings(JudgeConfig, previous)
     resume = previous is not None and not overwrite
     if resume and (changed := config_differences(previous, settings, RUNTIME_SETTINGS)):
         raise UserError(
             f"--out {out}: holds a run with other settings ({', '.join(changed[:3])}); "
             "pass --overwrite to replace it, or choose another --out"
         )
-    check_run_dir(out, settings, resume=resume, overwrite=overwrite, may_change_on_resume=RUNTIME_SETTINGS)
+    check_run_dir(
+        out, settings, resume=resume, overwrite=overwrite, may_change_on_resume=RUNTIME_SETTINGS,
+        settings_class=JudgeConfig,
+    )  # fmt: skip
     state.wait_for_everyone()
     if not resume and state.is_main_process:
         start_run_dir(out, settings)

@@ -36,13 +36,13 @@ class BackendSettings(Protocol):
 
     backend: str
     """'openai' (an OpenAI-compatible endpoint) or 'hf' (a local transformers model)."""
-    base_url: str | None
+    judge_base_url: str | None
     """The endpoint of the openai backend."""
     api_key_env: str
     """Environment variable holding the API key."""
     temperature: float
     """Sampling temperature."""
-    max_tokens: int
+    max_new_tokens: int
     """Longest reply in tokens."""
     timeout: float
     """Seconds to wait for one reply before retrying it."""
@@ -52,6 +52,8 @@ class BackendSettings(Protocol):
     """Seconds before the first retry, doubling after."""
     concurrency: int
     """Requests in flight at once."""
+    precision: str
+    """Weights' precision of a local (hf) model."""
 
 
 def backend_from_settings(
@@ -74,13 +76,13 @@ def backend_from_settings(
         json_mode_memory: Where ``auto`` remembers the JSON mode a server accepts (the reply cache).
     """
     if settings.backend == "openai":
-        assert settings.base_url  # checked by the config
+        assert settings.judge_base_url  # checked by the config
         return OpenAICompatibleBackend(
-            settings.base_url,
+            settings.judge_base_url,
             model,
             api_key_env=settings.api_key_env,
             temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
+            max_tokens=settings.max_new_tokens,
             json_mode=json_mode,
             timeout_s=settings.timeout,
             max_retries=settings.max_retries,
@@ -92,10 +94,11 @@ def backend_from_settings(
     return HFBackend(
         model,
         temperature=settings.temperature,
-        max_tokens=settings.max_tokens,
+        max_tokens=settings.max_new_tokens,
         device=device,
         constrained=json_mode != "none",
         model_flag=model_flag,
+        precision=settings.precision,
     )
 
 

@@ -126,7 +126,7 @@ def chat_completions_url(base_url: str) -> str:
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(
-            f"--base-url {base_url!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1"
+            f"--judge-base-url {base_url!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1"
         )
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
@@ -417,7 +417,7 @@ class OpenAICompatibleBackend:
         message = self._server_message(response.data)
         if response.status in FATAL_STATUSES:
             hint = {401: f"check ${self.api_key_env}", 403: f"check ${self.api_key_env}"}.get(
-                response.status, f"check --base-url and {self.model_flag}"
+                response.status, f"check --judge-base-url and {self.model_flag}"
             )
             raise BackendError(
                 f"{public_url(self.url)} refused the request with HTTP {response.status} ({message}); {hint}"

@@ -27,12 +27,12 @@ from tunescope.llm.constrained import (
     string_budget,
     tokens_needed,
 )
-from tunescope.models import load_model, load_tokenizer, resolve_model
+from tunescope.models import load_model, load_tokenizer, resolve_model, resolve_precision, torch_dtype
 
 STAND_IN_MAX_PARAMETERS = 1_000_000_000
 """A local model smaller than this is labelled a stand-in: its judgements or rewrites are not meaningful."""
 MIN_STRING_CHARS = 8
-"""Fewest characters a constrained reply leaves each free string (a reason); fewer is a --max-tokens error."""
+"""Fewest characters a constrained reply leaves each free string (a reason); fewer is a --max-new-tokens error."""
 
 
 def _library_version(name: str) -> str:
@@ -84,6 +84,7 @@ class HFBackend:
         device: str | None = None,
         constrained: bool = True,
         model_flag: str = "--model",
+        precision: str = "fp32",
     ) -> None:
         """Resolve the model (converting a GGUF file or preparing an asset); load it lazily.
 
@@ -96,11 +97,13 @@ class HFBackend:
             constrained: Constrain decoding to the reply schema of each request (free strings become
                 plain ASCII short enough for the whole reply to fit ``max_tokens``); False ignores schemas.
             model_flag: The command-line flag that names ``model``, for error messages.
+            precision: Weights' precision: fp32, bf16, fp16, or auto (bf16 on a GPU that supports it).
         """
         self.model = model
         self.model_flag = model_flag
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.precision = resolve_precision(precision)
         self.max_concurrency: int | None = 1  # one generation at a time; parallel calls would just queue
         self.uses_schema = constrained
         self._trust_remote_code = trust_remote_code
@@ -124,7 +127,10 @@ class HFBackend:
     def _decoding(self) -> dict[str, Any]:
         # Part of the cache key: replies decoded without the constraint are never reused for constrained ones.
         constraint = f"llguidance {_library_version('llguidance')}" if self.uses_schema else None
-        return {"constrained": constraint, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        decoding = {"constrained": constraint, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.precision != "fp32":  # recorded only when not the default, so replies cached before stay valid
+            decoding["precision"] = self.precision
+        return decoding
 
     def identity(self) -> dict[str, Any]:
         """Model, its weight files, and decoding settings."""
@@ -141,7 +147,8 @@ class HFBackend:
                 raise UserError(
                     f"{self.model_flag} {self.model}: the tokenizer has no chat template; use an instruct model"
                 )
-            model = load_model(self._source, trust_remote_code=self._trust_remote_code).eval()
+            dtype = torch_dtype(self.precision)
+            model = load_model(self._source, dtype=dtype, trust_remote_code=self._trust_remote_code).eval()
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._loaded = (model.to(device), tokenizer)
         return self._loaded
@@ -157,7 +164,7 @@ class HFBackend:
         if budget < MIN_STRING_CHARS:
             needed = tokens_needed(tokenizer, schema, MIN_STRING_CHARS)
             raise BackendError(
-                f"--max-tokens {self.max_tokens} is too small for a reply in the reply schema with {self.model}: "
+                f"--max-new-tokens {self.max_tokens} is too small for a reply in the reply schema with {self.model}: "
                 f"it needs at least {needed} tokens"
             )
         if self._grammar_tokenizer is None:

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from tunescope.config import Config
 from tunescope.data import load_examples
+from tunescope.data.templates import apply_template_choice
 from tunescope.errors import UserError
 from tunescope.facts import (
     ARTICLE_ATTRIBUTE,
@@ -43,7 +44,7 @@ from tunescope.facts import (
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.locks import output_lock
-from tunescope.models import load_model, load_tokenizer
+from tunescope.models import Precision, load_model, load_tokenizer, torch_dtype
 from tunescope.paths import recorded_path
 from tunescope.probe.forgetting import (
     ForgettingScore,
@@ -102,6 +103,8 @@ class ProbeConfig(Config):
     """Seed of the questions, their options, the passage sample and the bootstrap."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
 
 
 def taught_fact_ids(run_dir: Path) -> set[str] | None:
@@ -246,7 +249,9 @@ def _measure(
 ) -> ModelResult:
     """Load one model and score it on every question set and passage."""
     tokenizer = load_tokenizer(spec, trust_remote_code=config.trust_remote_code)
-    model = load_model(spec, trust_remote_code=config.trust_remote_code).eval()
+    # A base model without a chat template is asked in the plain transcript, as `generate` asks it.
+    apply_template_choice(tokenizer, None)
+    model = load_model(spec, dtype=torch_dtype(config.precision), trust_remote_code=config.trust_remote_code).eval()
     # One pass over all fact questions batches them together.
     everything = [q for name in FACT_SETS for q in questions[name]]
     scores = option_scores(model, tokenizer, everything)

@@ -37,7 +37,7 @@ from tunescope.data import DataSettings, Example, load_examples, nested_subset, 
 from tunescope.data.templates import apply_template_choice, tokenize_documents
 from tunescope.decoding import generate_batch, stop_token_ids
 from tunescope.files import write_json
-from tunescope.models import ModelSettings, load_model, load_tokenizer
+from tunescope.models import ModelSettings, Precision, load_model, load_tokenizer, torch_dtype
 from tunescope.probe.forgetting import heldout_passages
 from tunescope.probe.scoring import response_token_losses, token_losses
 from tunescope.stats import RESAMPLES, Estimate, independent_ratio_of_means, proportion
@@ -94,8 +94,18 @@ class PreflightConfig(DataSettings, ModelSettings):
     """Bootstrap resamples for the familiarity interval (0: none, and familiarity cannot decide)."""
     seed: int = 0
     """Seed of the held-out passage sample and the bootstrap."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
     out: str | None = None
-    """Also write the result as JSON to this file."""
+    """Output directory for the result as JSON, <out>/preflight.json (unset: printed only)."""
+
+    @property
+    def result_file(self) -> Path | None:
+        """``<out>/preflight.json``, or ``out`` itself where it names a .json file (the old form of --out)."""
+        if self.out is None:
+            return None
+        out = Path(self.out).expanduser()
+        return out if out.suffix == ".json" else out / "preflight.json"
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,7 +401,9 @@ def preflight(config: PreflightConfig) -> PreflightResult:
     types = classify(examples)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     apply_template_choice(tokenizer, config.template)
-    model = load_model(config.model, trust_remote_code=config.trust_remote_code).eval()
+    model = load_model(
+        config.model, dtype=torch_dtype(config.precision), trust_remote_code=config.trust_remote_code
+    ).eval()
 
     if types.kind == "documents":
         tokenized = tokenize_documents(tokenizer, examples, max_length=config.max_length)
@@ -434,6 +446,6 @@ def preflight(config: PreflightConfig) -> PreflightResult:
         reasons=advice.reasons,
         next_step=next_step(advice, config),
     )  # fmt: skip
-    if config.out:
-        write_json(config.out, {"model": config.model, "data": loaded.source, **result.__dict__})
+    if config.result_file:
+        write_json(config.result_file, {"model": config.model, "data": loaded.source, **result.__dict__})
     return result

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunescope.config import Config
+from tunescope.models import Precision
 from tunescope.shift.aligntds import AlignTDSSettings, MatchBy
 
 Mode = Literal["exact", "aligntds"]
@@ -82,8 +83,9 @@ class ShiftConfig(ShiftReportSettings, AlignTDSCompatSettings):
     share_base_weights: bool = True
     """When the tuned model is a LoRA adapter on the base, hold one model and read the base by
     disabling the adapter (not done when the adapter trained biases)."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Weights' precision; the metrics are always computed in float32."""
+    precision: Precision = "auto"
+    """Weights' precision; auto is bf16 on a CUDA GPU that supports it, fp32 elsewhere. The metrics are
+    always computed in float32."""
     batch_size: int = Field(default=8, gt=0)
     """Responses per forward pass."""
     chunk_tokens: int = Field(default=256, gt=0)

@@ -28,6 +28,7 @@ from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, w
 from tunescope.generate.store import ResponseRecord
 from tunescope.generate.store import read_responses as read_response_records
 from tunescope.locks import output_lock
+from tunescope.models import resolve_precision
 from tunescope.paths import recorded_model, recorded_path
 from tunescope.progress import progress as show_progress
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, recorded_settings
@@ -332,8 +333,9 @@ def _compute_shift(
     base_answers = _base_answers(config)  # read now: a bad file fails before any model is loaded
     if pair is None:
         pair = load_pair(
-            config.base, config.tuned, precision=config.precision, share_base_weights=config.share_base_weights,
-            trust_remote_code=config.trust_remote_code, device=model_device(state),
+            config.base, config.tuned, precision=resolve_precision(config.precision),
+            share_base_weights=config.share_base_weights, trust_remote_code=config.trust_remote_code,
+            device=model_device(state),
         )  # fmt: skip
     inputs = build_inputs(
         records, pair.tuned_tokenizer, pair.base_tokenizer, vocab_size=pair.vocab_size,

@@ -8,7 +8,7 @@ through either backend of :mod:`tunescope.llm` (an OpenAI-compatible endpoint or
     from tunescope.simplify import SimplifyConfig, simplify
 
     result = simplify(SimplifyConfig(data="train.jsonl", out="train.simple.jsonl",
-                                     backend="openai", base_url="http://127.0.0.1:8000/v1", rewriter_model="m"))
+                                     backend="openai", judge_base_url="http://127.0.0.1:8000/v1", judge_model="m"))
 
 The output keeps every record's shape and fields; only response texts change. A crash loses at
 most the requests in flight: finished records are appended to ``<out>.part.jsonl`` and a rerun

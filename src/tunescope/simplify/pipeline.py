@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope import __version__
+from tunescope.config import upgraded_settings
 from tunescope.data.dataset import resolve_data_source
 from tunescope.data.formats import detect_format, to_messages
 from tunescope.data.readers import RawDataset, RawRecord, read_dataset
@@ -74,7 +75,7 @@ def sibling(out: Path, suffix: str) -> Path:
 def build_backend(config: SimplifyConfig) -> Backend:
     """The rewriter backend the settings name (plain-text replies)."""
     return backend_from_settings(
-        config, config.resolved_rewriter_model, json_mode="none", device=config.device, model_flag="--rewriter-model"
+        config, config.resolved_rewriter_model, json_mode="none", device=config.device, model_flag="--judge-model"
     )
 
 
@@ -117,6 +118,9 @@ def read_part(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
                 break
             raise UserError(f"{path} line {number}: not a JSON record; delete the file to start again") from None
         if number == 1:
+            if isinstance(record.get("settings"), dict):  # written by an earlier version, perhaps
+                upgraded = upgraded_settings(SimplifyConfig, record["settings"])
+                record["settings"] = {key: value for key, value in upgraded.items() if key not in RUNTIME_SETTINGS}
             if record != header:
                 changed = sorted(key for key in header if record.get(key) != header[key]) or ["header"]
                 raise UserError(
@@ -291,7 +295,7 @@ def provenance(
         "tunescope_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {"data": raw.source, "sha256": raw.fingerprint, "format": data_format, "split": config.split},
-        "output": {"path": str(Path(config.out).expanduser()), "n_records": len(raw.records), "format": data_format},
+        "output": {"path": str(config.dataset_file), "n_records": len(raw.records), "format": data_format},
         "rewriter": {**backend.describe(), "stand_in": bool(getattr(backend, "stand_in", False))},
         "prompt": {
             "version": PROMPT_VERSION,
@@ -328,7 +332,7 @@ def simplify(
     log: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SimplifyResult:
-    """Rewrite every response of ``config.data`` concisely into ``config.out``; resumable.
+    """Rewrite every response of ``config.data`` concisely into ``config.dataset_file``; resumable.
 
     The phases: :func:`read_plan`, then the progress of an interrupted run (:func:`read_part`),
     :func:`rewrite_all`, and once every record is done :func:`write_dataset`, its
@@ -361,7 +365,10 @@ def _simplify(
     progress: Callable[[int], None] | None,
 ) -> SimplifyResult:
     say = log or (lambda message: None)
-    out = Path(config.out).expanduser()
+    out = config.dataset_file
+    if out.parent.is_file():
+        raise UserError(f"--out {config.out}: is a file; --out names a directory (simplified.jsonl goes inside)")
+    out.parent.mkdir(parents=True, exist_ok=True)
     part = sibling(out, "part.jsonl")
     raw, plan = read_plan(config)
     if overwrite:

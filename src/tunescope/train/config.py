@@ -43,6 +43,8 @@ class MonitorSettings(Config):
 class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     """Training settings."""
 
+    RENAMED = {"batch_size": "effective_batch_size"}
+
     out: str
     """Run directory for the adapter or model, metrics, plots, config and provenance."""
     method: Method = "lora"
@@ -69,11 +71,12 @@ class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     """NEFTune: add uniform noise of scale alpha / sqrt(length x width) to the input embeddings while
     training (Jain et al. 2023, whose default alpha is 5; the paper's NFT is full fine-tuning with it).
     The length is each example's own, however examples are batched. Unset: no noise."""
-    batch_size: int = Field(default=32, gt=0)
-    """Effective batch: examples per optimizer step over all processes (the paper's 32); for text data,
+    effective_batch_size: int = Field(default=32, gt=0)
+    """Examples per optimizer step over all processes (the paper's 32; it was --batch-size); for text data,
     rows of documents packed to max_length."""
     micro_batch_size: int = Field(default=4, gt=0)
-    """Examples per forward pass per process; gradient accumulation makes up the effective batch."""
+    """Examples per forward pass per process (what --batch-size means in the other verbs); gradient
+    accumulation makes up the effective batch size."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% more time."""
     logits_at_labels_only: bool = True
@@ -101,9 +104,10 @@ class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainConfig:
-        if self.batch_size % self.micro_batch_size:
+        if self.effective_batch_size % self.micro_batch_size:
             raise ValueError(
-                f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+                f"effective_batch_size {self.effective_batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
             )
         return self
 

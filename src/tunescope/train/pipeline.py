@@ -217,7 +217,7 @@ def dry_run(config: TrainConfig, n_examples: int = 3) -> str:
             render_masked(tokenizer, example, "⟦", "⟧"),
         ]
     rows = _packed_rows(data, config.max_length) if data.packed else len(data.examples)
-    steps = -(-rows // config.batch_size)
+    steps = -(-rows // config.effective_batch_size)
     lines += ["--- statistics ---", *(f"{key}: {value}" for key, value in stats.items())]
     if data.packed:
         lines.append(f"packed rows: {rows}")
@@ -258,12 +258,13 @@ def _use_bf16(config: TrainConfig) -> bool:
 def _gradient_accumulation(config: TrainConfig) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = config.micro_batch_size * world_size
-    if config.batch_size % per_step:
+    if config.effective_batch_size % per_step:
         raise UserError(
-            f"--batch-size {config.batch_size} is not a multiple of micro_batch_size x processes "
+            f"--effective-batch-size {config.effective_batch_size} is not a multiple of micro_batch_size x "
+            "processes "
             f"({config.micro_batch_size} x {world_size})"
         )
-    return config.batch_size // per_step
+    return config.effective_batch_size // per_step
 
 
 def parameter_sharding() -> str | None:
@@ -558,7 +559,10 @@ def _train(config: TrainConfig, process: Any, *, resume: bool, overwrite: bool) 
     run_dir = Path(config.out).expanduser()
     artifact = run_dir / ("adapter" if config.method == "lora" else "model")
     resolved = config_to_dict(config)
-    state = check_run_dir(run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES)
+    state = check_run_dir(
+        run_dir, resolved, resume=resume, overwrite=overwrite, may_change_on_resume=RESUMABLE_CHANGES,
+        settings_class=TrainConfig,
+    )  # fmt: skip
     if state is RunState.DONE:
         return _result(run_dir, artifact)
     if (warning := shared_learning_rate_warning(config)) and process.is_main_process:
