@@ -28,7 +28,7 @@ from tunescope.probe.knowledge import (
     exact_matches,
     multiple_choice_predictions,
 )
-from tunescope.probe.scoring import continuation_logprobs, mean_token_loss, token_losses
+from tunescope.probe.scoring import continuation_logprobs, mean_token_loss, option_logprobs, token_losses
 from tunescope.stats import paired_proportions
 
 from conftest import build_tiny_llama, cli_run
@@ -219,6 +219,29 @@ def test_continuation_logprobs_match_a_token_by_token_reference(tiny_tokenizer, 
         prompt_ids = tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ids = prompt_ids + tiny_tokenizer(continuation, add_special_tokens=False)["input_ids"]
         assert score == pytest.approx(_naive_logprob(model, ids, len(prompt_ids)), abs=1e-4)
+
+
+def test_option_logprobs_differ_between_options_exactly_as_whole_continuations_do(tiny_tokenizer, tiny_model_dir):
+    from tunescope.models import load_model
+
+    model = load_model(str(tiny_model_dir)).eval()
+    prompts = ["What colour is the sky?", "Say hello to the new neighbours, please.", "Pick one."]
+    options = [
+        ["The sky is blue.", "The sky is grey today.", "The sky is a deep purple.", "The sky is x."],
+        ["Hello there!", "Good morning, neighbours."],  # nothing shared: every token is the option's own
+        ["It is 1703.", "It is 1710.", "It is 1699.", "It is 1899."],  # shared up to the digits
+    ]
+    scores = option_logprobs(model, tiny_tokenizer, prompts, options, batch_size=2)  # two batches, sorted by length
+    for prompt, continuations, got in zip(prompts, options, scores, strict=True):
+        whole = continuation_logprobs(model, tiny_tokenizer, [prompt] * len(continuations), continuations)
+        assert len(got) == len(continuations)
+        shared = whole[0] - got[0]  # the shared words' log-probability, the same for every option
+        assert shared <= 1e-4
+        assert [value + shared for value in got] == pytest.approx(whole, abs=1e-4)
+    # Options that differ from their first token are scored whole.
+    assert scores[1] == pytest.approx(
+        continuation_logprobs(model, tiny_tokenizer, [prompts[1]] * 2, options[1]), abs=1e-4
+    )
 
 
 def test_mean_token_loss_matches_the_model_loss(tiny_tokenizer, tiny_model_dir):

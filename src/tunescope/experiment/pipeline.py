@@ -3,7 +3,8 @@
 A cell is one (model, dataset, subset size); in it each method is trained, answers the evaluation
 prompts, and is compared with the base model, which answers the same prompts once per cell. The
 manifest ``experiment.json`` lists every stage with its directory and summary, and is rewritten
-after each stage, so a report can be drawn from an unfinished experiment.
+after each stage, so a report can be drawn from an unfinished experiment; ``timings.json`` says
+where the time went, per stage and per kind of stage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tunescope.display import display_name
 from tunescope.errors import UserError
 from tunescope.experiment.config import DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
+from tunescope.experiment.timings import write_timings
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.judge import JudgeConfig, judge
@@ -192,6 +194,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
             if stage.slug not in summaries:
                 summaries[stage.slug] = runner.execute(stage)
                 write_json(manifest, _manifest(config, cells, summaries))
+    write_timings(root, [{**summary, "ran_now": slug in runner.ran} for slug, summary in summaries.items()])
     return manifest
 
 

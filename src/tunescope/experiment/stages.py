@@ -20,7 +20,7 @@ from typing import Any
 
 from tunescope.files import write_json
 
-STAGE_FORMAT = 1
+STAGE_FORMAT = 2
 """Bump when a stage's outputs change meaning, so old results are not reused."""
 
 
@@ -64,6 +64,8 @@ class StageRunner:
         self.total = total
         self.count = 0
         self.stream = stream or sys.stderr
+        self.ran: set[str] = set()
+        """Slugs of the stages this runner ran (not found finished)."""
 
     def directory(self, stage: Stage) -> Path:
         """Where ``stage`` writes its outputs."""
@@ -94,5 +96,6 @@ class StageRunner:
             "seconds": round(time.perf_counter() - started, 1),
         }
         write_json(self.root / "done" / f"{stage.slug}.json", summary)
+        self.ran.add(stage.slug)
         print(f"{prefix}: done in {summary['seconds']:.0f} s", file=self.stream, flush=True)
         return summary
