@@ -11,7 +11,8 @@ Every run is a fresh process, so each reports its own peak resident memory (VmHW
 inherits another's allocator or caches. Two clocks: the training loop alone (``trainer.train()``),
 and the whole job (load the model, prepare the data, train, save, and for tunescope also the
 metrics log, plot and provenance). Throughput is the number of non-padding tokens in the epoch
-divided by the time. Within a case the arms alternate in A B B A order so that drift in the
+divided by the time. The loop is also timed in CPU seconds of the process, which count the work
+whatever else shares the machine. Within a case the arms alternate in A B B A order so that drift in the
 machine's speed affects them alike, after one uncounted warm-up round; medians are reported, with
 ratios against plain TRL. Each run's per-step losses are kept and compared with TRL's.
 
@@ -59,7 +60,7 @@ class Case:
 CASES = {
     "gemma-lora": Case("gemma3-270m", "lora", 32, 4, ("tunescope", "trl", "trl-padding-free")),
     "gemma-full": Case("gemma3-270m", "full", 32, 2),
-    "smollm2-lora": Case("smollm2", "lora", 64, 4),
+    "smollm2-lora": Case("smollm2", "lora", 32, 4),
 }
 
 
@@ -78,12 +79,36 @@ def peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
+LOOP: dict[str, float] = {}
+"""Wall-clock and CPU seconds of the last ``Trainer.train()`` in this process."""
+
+
+def clock_training_loops() -> None:
+    """Time every ``Trainer.train()`` (both arms' trainers inherit it) in wall-clock and CPU seconds.
+
+    CPU seconds (all threads of this process) count the work done, whatever else the machine runs;
+    on a shared machine their ratio is steadier than that of wall-clock times.
+    """
+    from transformers import Trainer
+
+    original = Trainer.train
+
+    def train_and_time(self, *args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            LOOP.update(loop_s=time.perf_counter() - wall, loop_cpu_s=time.process_time() - cpu)
+
+    Trainer.train = train_and_time
+
+
 def run_tunescope(case: Case, out: Path) -> dict:
     started = time.perf_counter()
     result = train(settings(case, out))
     job = time.perf_counter() - started
     losses = [json.loads(line)["loss"] for line in result.metrics.read_text().splitlines()]
-    return {"loop_s": result.summary["runtime_s"], "job_s": job, "losses": losses}
+    return {"job_s": job, "losses": losses}
 
 
 def run_plain_trl(case: Case, out: Path, padding_free: bool) -> dict:
@@ -116,22 +141,21 @@ def run_plain_trl(case: Case, out: Path, padding_free: bool) -> dict:
         processing_class=tokenizer,
         peft_config=_peft_config(config) if case.method == "lora" else None,
     )  # fmt: skip
-    loop_started = time.perf_counter()
     trainer.train()
-    loop = time.perf_counter() - loop_started
     trainer.save_model(str(out / "final"))
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    return {"loop_s": loop, "job_s": time.perf_counter() - started, "losses": losses}
+    return {"job_s": time.perf_counter() - started, "losses": losses}
 
 
 def run_arm(case: Case, arm: str, out: Path) -> dict:
     """One run of one arm in this process, with its peak memory."""
     shutil.rmtree(out, ignore_errors=True)
+    clock_training_loops()
     if arm == "tunescope":
         result = run_tunescope(case, out)
     else:
         result = run_plain_trl(case, out, padding_free=arm == "trl-padding-free")
-    return {**result, "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {**result, **LOOP, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def run_in_fresh_process(case_name: str, case: Case, arm: str, workdir: Path) -> dict:
@@ -149,7 +173,13 @@ def epoch_tokens(case: Case) -> tuple[int, int]:
     return sum(len(example.input_ids) for example in data.examples), data.n_truncated
 
 
+def load_average() -> list[str]:
+    """The machine's 1-, 5- and 15-minute load averages (other jobs share the CPUs)."""
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
 def bench_case(name: str, case: Case, workdir: Path) -> dict:
+    load_at_start = load_average()
     tokens, truncated = epoch_tokens(case)
     if truncated:
         sys.exit(f"{name}: {truncated} examples exceed max_length; padding-free TRL would not truncate them")
@@ -159,7 +189,8 @@ def bench_case(name: str, case: Case, workdir: Path) -> dict:
         order = list(case.arms) if repeat % 2 == 0 else list(reversed(case.arms))
         for arm in order:
             result = run_in_fresh_process(name, case, arm, workdir)
-            print(f"{name} round {repeat} {arm}: loop {result['loop_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MiB",
+            print(f"{name} round {repeat} {arm}: loop {result['loop_s']:.1f} s ({result['loop_cpu_s']:.1f} CPU s), "
+                  f"peak {result['peak_rss_mb']:.0f} MiB, load {load_average()[0]}",
                   file=sys.stderr, flush=True)  # fmt: skip
             if repeat:
                 runs[arm].append(result)
@@ -168,15 +199,20 @@ def bench_case(name: str, case: Case, workdir: Path) -> dict:
         return statistics.median(run[key] for run in runs[arm])
 
     loop_rate = {arm: round(tokens / median(arm, "loop_s"), 1) for arm in case.arms}
+    loop_cpu_rate = {arm: round(tokens / median(arm, "loop_cpu_s"), 2) for arm in case.arms}
     job_rate = {arm: round(tokens / median(arm, "job_s"), 1) for arm in case.arms}
     reference = runs["trl"][0]["losses"]
     return {
         "settings": asdict(case),
+        "load_average": {"start": load_at_start, "end": load_average()},
         "epoch_tokens": tokens,
         "training_loop_s": {arm: [round(run["loop_s"], 2) for run in runs[arm]] for arm in case.arms},
+        "training_loop_cpu_s": {arm: [round(run["loop_cpu_s"], 2) for run in runs[arm]] for arm in case.arms},
         "training_loop_tokens_per_s": loop_rate,
+        "training_loop_tokens_per_cpu_s": loop_cpu_rate,
         "whole_job_tokens_per_s": job_rate,
         "ratio_training_loop": {arm: round(loop_rate[arm] / loop_rate["trl"], 3) for arm in case.arms},
+        "ratio_training_loop_cpu": {arm: round(loop_cpu_rate[arm] / loop_cpu_rate["trl"], 3) for arm in case.arms},
         "ratio_whole_job": {arm: round(job_rate[arm] / job_rate["trl"], 3) for arm in case.arms},
         "peak_rss_mb": {arm: median(arm, "peak_rss_mb") for arm in case.arms},
         "losses_trl": [round(loss, 5) for loss in reference],
@@ -209,17 +245,15 @@ def main() -> None:
 
     import torch
 
-    uptime = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}",
-        "load_average_at_start": uptime,
         "cases": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             result["cases"][name] = bench_case(name, configured(name), Path(tmp))
-    result["load_average_at_end"] = Path("/proc/loadavg").read_text().split()[:3] if uptime else None
+            print(json.dumps({name: result["cases"][name]}), file=sys.stderr, flush=True)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")

@@ -91,6 +91,21 @@ def build_tiny_llama(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2
     return LlamaForCausalLM(config)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_reply_cache(tmp_path_factory):
+    """Judge and simplify replies cached in this session's own directory, not the user's cache.
+
+    Replies cached by an earlier session (or by another checkout with another cache layout) must not
+    decide what a test sees.
+    """
+    import tunescope.llm.cache
+
+    directory = tmp_path_factory.mktemp("reply-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tunescope.llm.cache, "default_cache_dir", lambda: directory)
+        yield directory
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tiny_tokenizer()

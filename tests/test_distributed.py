@@ -360,6 +360,45 @@ def test_judging_resumes_from_the_part_logs_of_a_crashed_run(tmp_path, tuned, ca
 
 
 # ------------------------------------------------------------------------------------------
+# One lock per launch
+
+
+HOLD_AND_SLEEP = """
+import sys, time
+from tunescope.locks import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_launch_refused_by_the_lock_stops_every_process_and_says_so_once(tmp_path, tuned):
+    out = tmp_path / "shift"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_SLEEP, str(out)], env=env, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        command, extra_env = launcher(tmp_path)
+        argv = ["shift", "--base", tuned / "adapter", "--tuned", tuned / "adapter",
+                "--responses", tuned / "responses.jsonl", "--out", out]  # fmt: skip
+        # Both processes must end (a process left waiting for the other would hit the timeout).
+        done = subprocess.run(
+            [*command, *map(str, argv)], capture_output=True, text=True, timeout=600,
+            env={**os.environ, **extra_env, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0
+    said = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("tunescope shift:")]
+    # The main process speaks for both. (MPI may stop the other process before it could print a
+    # second line, so a regression does not always show here; the line is never missing.)
+    assert len(said) == 1, done.stderr[-4000:]
+    assert said[0].startswith(f"tunescope shift: error: --out {out}: in use by pid {holder.pid} ")
+    assert not out.exists()  # no process went on to write
+
+
+# ------------------------------------------------------------------------------------------
 # The optional vLLM backend
 
 

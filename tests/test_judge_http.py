@@ -3,6 +3,19 @@
 The server's replies are scripted by markers written into the answers being judged
 (``BEHAVIOUR=<name>``), so every request carries its own script; it records every request it
 receives, which is what the resume and cache tests count.
+
+Its ``dialect`` mimics how real servers refuse a ``response_format`` they do not support:
+
+* ``llama.cpp``: llama.cpp's server (and its forks, e.g. ik_llama.cpp) answers ``json_schema``
+  with HTTP 500 and ``{"error": {"code": 500, "message": "response_format type must be one of
+  \"text\" or \"json_object\", but got: json_schema", "type": "server_error"}}``; a
+  ``json_object`` with a ``schema`` is its own dialect, which it accepts.
+* ``vllm``: vLLM answers a schema its grammar backend cannot compile with HTTP 400 and
+  ``{"object": "error", "message": "The provided JSON schema contains features not supported by
+  xgrammar.", "type": "BadRequestError", "param": null, "code": 400}``; a ``json_object`` (the
+  extra ``schema`` key ignored) it accepts.
+* ``plain``: a server that knows no ``response_format`` at all and says so with HTTP 400.
+* ``openai`` (default): accepts every mode.
 """
 
 import hashlib
@@ -10,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,8 +50,10 @@ def good_reply(scores):
 class ScriptedJudge:
     """An OpenAI-compatible /v1/chat/completions endpoint with scripted behaviours."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, dialect: str = "openai", port: int = 0):
         self.latency = latency
+        self.dialect = dialect
+        self.down: set[str] = set()  # items answered with 503 for as long as they are listed
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         judge = self
@@ -56,7 +72,7 @@ class ScriptedJudge:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up on a slow reply
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -116,11 +132,41 @@ class ScriptedJudge:
             },
         )
 
+    def refusal(self, body) -> tuple[int, dict] | None:
+        """The status and body with which this server's dialect refuses the request's response_format."""
+        kind = (body.get("response_format") or {}).get("type")
+        if kind is None or self.dialect == "openai":
+            return None
+        if self.dialect == "plain":
+            return 400, {"error": {"message": "Unrecognized request argument supplied: response_format",
+                                   "type": "invalid_request_error"}}  # fmt: skip
+        if kind != "json_schema":
+            return None
+        if self.dialect == "llama.cpp":
+            message = 'response_format type must be one of "text" or "json_object", but got: json_schema'
+            return 500, {"error": {"code": 500, "message": message, "type": "server_error"}}
+        message = "The provided JSON schema contains features not supported by xgrammar."
+        return 400, {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+
+    def format_of(self, item: str | None = None) -> list[str]:
+        """The response_format type (or 'none') of each request, in arrival order."""
+        with self.lock:
+            return [
+                (r["body"].get("response_format") or {}).get("type", "none")
+                + ("+schema" if "schema" in (r["body"].get("response_format") or {}) else "")
+                for r in self.requests
+                if item is None or r["item"] == item
+            ]
+
     def handle(self, handler, body):
         seen = self.record(handler, body)
         if self.latency:
             time.sleep(self.latency)
+        if (refused := self.refusal(body)) is not None:
+            return self.send(handler, *refused)
         prompt = body["messages"][-1]["content"]
+        if self.item_of(body) in self.down:
+            return self.send(handler, 503, {"error": {"message": "service unavailable"}})
         behaviour = (re.search(r"BEHAVIOUR=(\w+)", prompt) or [None, "good"])[1]
         scores = [int(s) for s in (re.search(r"SCORES=([1-5,]+)", prompt) or [None, "4,4,4,4,4"])[1].split(",")]
         if behaviour == "err500x2" and seen <= 2:
@@ -133,6 +179,11 @@ class ScriptedJudge:
             time.sleep(1.5)
         if behaviour == "auth":
             return self.send(handler, 401, {"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+        if behaviour == "unsupported500":  # a parameter the server does not support, reported as a server error
+            return self.send(handler, 500, {"error": {"message": "Unsupported parameter: 'max_tokens'"}})
+        if behaviour == "toolong400":  # this request, not the server: vLLM's context-length refusal
+            message = "This model's maximum context length is 2048 tokens. However, you requested 4000 tokens."
+            return self.send(handler, 400, {"object": "error", "message": message, "type": "BadRequestError"})
         if "## Output A:" in prompt:
             return self.reply(handler, self.pairwise(prompt, behaviour))
         replies = {
@@ -415,3 +466,174 @@ def test_json_modes_ask_for_json_in_each_servers_dialect(server, tmp_path):
     assert "response_format" not in bodies[3]
     assert {(b["model"], b["temperature"], b["max_tokens"]) for b in bodies} == {("scripted-judge", 0.0, 1024)}
     assert [m["role"] for m in bodies[0]["messages"]] == ["system", "user"]
+
+
+# ------------------------------------------------------------------------------------------
+# Servers' quirks: refusals that will not change, and --json-mode auto
+
+
+def many_answers(prefix: str, n: int) -> dict[str, str]:
+    return {f"{prefix}{index}": f"Answer {index}. BEHAVIOUR=good" for index in range(n)}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "accepted", "refused_modes"),
+    [
+        ("llama.cpp", "json_object_schema", ["json_schema"]),
+        ("vllm", "json_object_schema", ["json_schema"]),
+        ("plain", "none", ["json_schema", "json_object+schema", "json_object"]),
+        ("openai", "json_schema", []),
+    ],
+)
+def test_auto_json_mode_finds_what_each_server_accepts_with_one_probe(tmp_path, dialect, accepted, refused_modes):
+    server = ScriptedJudge(dialect=dialect)
+    try:
+        data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 6))
+        result = judge(config(server, tmp_path, [data], concurrency=4, plots=False))
+        assert result.complete and result.summary["models"]["answers"]["complete"] == 6
+        assert {record["json_mode"] for record in result.stats.records.values()} == {accepted}
+        # One request found the mode, trying the refused ones once each; every other request used it.
+        formats = server.format_of()
+        assert formats[: len(refused_modes)] == refused_modes
+        assert len(formats) == 6 + len(refused_modes)
+        assert all(attempt == 1 for attempt in (r["attempts"] for r in result.stats.records.values()))
+
+        # The mode is remembered in the cache: new answers, another output, no refused request at all.
+        more = responses_file(tmp_path / "more.jsonl", many_answers("b", 4))
+        again = judge(config(server, tmp_path, [more], concurrency=4, plots=False, out=str(tmp_path / "again")))
+        assert again.complete and server.count() == 6 + len(refused_modes) + 4
+        assert server.format_of()[-4:] == [{"json_object_schema": "json_object+schema"}.get(accepted, accepted)] * 4
+    finally:
+        server.close()
+
+
+def test_an_explicit_mode_the_server_refuses_costs_one_request_not_six_per_item(tmp_path, capsys):
+    server = ScriptedJudge(dialect="llama.cpp")
+    try:
+        data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 6))
+        argv = ["judge", "--responses", str(data), "--out", str(tmp_path / "judge"), "--backend", "openai",
+                "--base-url", server.url, "--judge-model", "m", "--json-mode", "json_schema", "--concurrency", "1",
+                "--max-retries", "5", "--backoff", "0.05", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+        code = main(argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+        assert code == 1 and len(err) == 1, err
+        assert (
+            "does not accept --json-mode json_schema" in err[0]
+            and "HTTP 500" in err[0]
+            and "--json-mode auto" in err[0]
+        )
+        assert server.count() == 1  # before: 6 attempts for each of the 6 items
+    finally:
+        server.close()
+
+
+def test_refusals_that_will_not_change_are_not_retried(server, tmp_path):
+    answers = {"u": "BEHAVIOUR=unsupported500", "t": "BEHAVIOUR=toolong400", "e": "BEHAVIOUR=err500x2", "g": "ok"}
+    data = responses_file(tmp_path / "answers.jsonl", answers)
+    result = judge(config(server, tmp_path, [data], json_mode="json_object", max_retries=3, plots=False))
+    records = {r["item_id"]: r for r in result.stats.records.values()}
+    assert server.count("u") == 1 and server.count("t") == 1  # refused for good: asked once
+    assert server.count("e") == 3 and records["e"]["status"] == "ok"  # an overloaded server is still retried
+    assert records["u"]["refused"] and records["u"]["error_reason"] == "HTTP 500" and records["u"]["attempts"] == 1
+    assert records["t"]["refused"] and "maximum context length" in records["t"]["error"]
+    # A refusal is the server's answer: the run is complete, with those judgements counted as failed.
+    assert result.complete and result.summary["unanswered"]["count"] == 0
+    assert result.summary["models"]["answers"]["items"] == 4
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:  # bound, then released: nothing listens there afterwards
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def judge_argv(data, out, url, tmp_path, *extra):
+    return ["judge", "--responses", str(data), "--out", str(out), "--backend", "openai", "--base-url", url,
+            "--judge-model", "scripted-judge", "--max-retries", "1", "--backoff", "0.01", "--concurrency", "1",
+            "--cache-dir", str(tmp_path / "cache"), "--bootstrap-samples", "50", *extra]  # fmt: skip
+
+
+def test_a_judge_that_never_answers_fails_the_run_and_a_rerun_completes_it(server, tmp_path, capsys):
+    items = many_answers("a", 12)
+    data = responses_file(tmp_path / "answers.jsonl", items)
+    out = tmp_path / "judge"
+    code = main(judge_argv(data, out, closed_port_url(), tmp_path))
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if not line.startswith("warning:")]
+    assert code == 3, captured.err
+    # First, how many and why: 8 refused connections in a row stop the run; the other 4 were never sent.
+    assert err[0].startswith("tunescope judge: incomplete: 12 of 12 judge requests got no reply"), err
+    assert "connection refused: 8" in err[0] and "not sent (stopped after too many failures in a row): 4" in err[0]
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["complete"] is False
+    assert summary["unanswered"] == {
+        "count": 12, "of": 12,
+        "by_reason": {"connection refused": 8, "not sent (stopped after too many failures in a row)": 4},
+    }  # fmt: skip
+    assert summary["files"]["plots"] == [] and not list(out.glob("*.png"))  # no plot over zero judgements
+
+    # The endpoint works now (--base-url may change on a rerun): everything is asked once, and plotted.
+    assert main(judge_argv(data, out, server.url, tmp_path)) == 0
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["complete"] is True and summary["models"]["answers"]["complete"] == 12
+    assert sorted(path.name for path in out.glob("*.png")) == ["bars.png", "radar.png"]
+    assert server.count() == 12 and all(server.count(item) == 1 for item in items)
+
+
+def test_a_partly_answered_run_is_completed_without_asking_again(server, tmp_path, capsys):
+    items = many_answers("a", 6)
+    data = responses_file(tmp_path / "answers.jsonl", items)
+    out = tmp_path / "judge"
+    server.down = {"a1", "a4"}
+    assert main(judge_argv(data, out, server.url, tmp_path)) == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+    assert "2 of 6 judge requests got no reply (HTTP 503: 2)" in err[0]
+    assert not list(out.glob("*.png"))  # a figure of 4 answers out of 6 would pass for the result
+
+    server.down = set()
+    asked = {item: server.count(item) for item in items}
+    assert main(judge_argv(data, out, server.url, tmp_path)) == 0
+    assert {item: server.count(item) - asked[item] for item in items} == {
+        "a0": 0, "a1": 1, "a2": 0, "a3": 0, "a4": 1, "a5": 0,
+    }  # fmt: skip
+    assert json.loads((out / "judge_summary.json").read_text())["complete"] is True
+    assert (out / "radar.png").is_file()
+
+
+def test_a_cache_written_before_json_modes_were_recorded_still_opens(tmp_path):
+    import sqlite3
+
+    from tunescope.llm import Reply, ReplyCache
+
+    old = sqlite3.connect(tmp_path / "replies.sqlite")
+    old.execute(
+        "CREATE TABLE replies (key TEXT PRIMARY KEY, judge_model TEXT, text TEXT, finish_reason TEXT, usage TEXT, "
+        "created REAL)"
+    )
+    old.execute("INSERT INTO replies VALUES ('k1', 'm', 'old reply', 'stop', '{}', 0)")
+    old.commit()
+    old.close()
+    cache = ReplyCache(tmp_path)
+    try:
+        assert cache.get("k1").text == "old reply" and cache.get("k1").json_mode is None
+        cache.put("k2", "m", Reply("new reply", json_mode="json_object"))
+        assert cache.get("k2").json_mode == "json_object"
+        assert cache.json_mode("http://h:1/v1/chat/completions", "m") is None
+        cache.remember_json_mode("http://h:1/v1/chat/completions", "m", "json_object_schema")
+        assert cache.json_mode("http://h:1/v1/chat/completions", "m") == "json_object_schema"
+        assert cache.json_mode("http://h:1/v1/chat/completions", "other") is None
+        cache.remember_json_mode("http://h:1/v1/chat/completions", "m", None)
+        assert cache.json_mode("http://h:1/v1/chat/completions", "m") is None
+    finally:
+        cache.close()
+
+
+def test_a_server_that_does_not_answer_is_not_probed_once_per_waiting_request(server, tmp_path):
+    data = responses_file(tmp_path / "answers.jsonl", many_answers("a", 4))
+    down = config(server, tmp_path, [data], base_url=closed_port_url(), concurrency=4, max_retries=2, backoff=0.5)
+    result = judge(down)
+    # One request tried to find the JSON mode (3 attempts); the three waiting for it failed with it at
+    # once instead of spending their own retries one after another.
+    assert sorted(record["attempts"] for record in result.stats.records.values()) == [0, 0, 0, 3]
+    assert result.summary["unanswered"]["by_reason"] == {"connection refused": 4} and not result.complete

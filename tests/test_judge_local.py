@@ -21,7 +21,7 @@ def test_default_local_judge_scores_and_is_labelled_a_stand_in(tmp_path):
         [{"id": f"q{i}", "instruction": question, "output": answer} for i, (question, answer) in enumerate(ANSWERS)],
     )
     settings = JudgeConfig(
-        responses=[str(data)], out=str(tmp_path / "judge"), max_tokens=20, cache_dir=str(tmp_path / "cache"),
+        responses=[str(data)], out=str(tmp_path / "judge"), max_tokens=128, cache_dir=str(tmp_path / "cache"),
         bootstrap_samples=100,
     )  # fmt: skip
     with pytest.warns(UserWarning, match="small stand-in judge"):
@@ -35,17 +35,15 @@ def test_default_local_judge_scores_and_is_labelled_a_stand_in(tmp_path):
     assert len(records) == 3 and result.stats.sent == 3
     for record in records:
         assert record["judge"]["stand_in"] is True
-        assert record["usage"]["completion_tokens"] <= 20
-        # No constrained decoding in transformers: the reply is started on the schema's track.
+        assert record["usage"]["completion_tokens"] <= 128
+        # Decoding is constrained to the schema: one JSON object, every aspect scored 1-5, within the budget.
         assert record["raw"].startswith('{"helpfulness": {"reason": "')
-        # Every aspect is either a valid score or a counted failure: nothing is left unaccounted for.
-        assert set(record["scores"]) | set(record["failures"]) == set(ASPECTS)
-        assert not set(record["scores"]) & set(record["failures"])
+        assert record["failures"] == {} and set(record["scores"]) == set(ASPECTS), record["raw"]
         assert all(1 <= score <= 5 for score in record["scores"].values())
     model = summary["models"]["answers"]
     scored = sum(len(record["scores"]) for record in records)
     assert sum(model["aspects"][aspect]["n"] for aspect in ASPECTS) == scored
-    assert model["failures"]["aspect_failures"] == 3 * len(ASPECTS) - scored
+    assert scored == 3 * len(ASPECTS) and model["failures"]["aspect_failures"] == 0
     assert (result.out / "radar.png").is_file()
 
     # The same judgements elsewhere come from the cache: the model is not asked again.

@@ -9,9 +9,11 @@ import torch
 import yaml
 
 from tunescope.facts import (
+    ARTICLES,
     DESCRIPTIONS,
     KINDS,
     N_OPTIONS,
+    encyclopedia_articles,
     fact_id,
     facts_to_jsonl,
     generate_facts,
@@ -64,6 +66,29 @@ def test_probe_wording_shares_no_two_consecutive_words_with_the_training_sentenc
         shared = _word_pairs(wording.probe_answer) & training
         assert not shared, f"{kind}/{attribute}: {shared}"
         assert wording.probe_question != wording.training_question
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_articles_share_no_two_consecutive_words_with_the_probe_frames(kind):
+    articles = {pair for template in ARTICLES[kind] for pair in _word_pairs(template)}
+    for attribute, wording in KINDS[kind].items():
+        shared = _word_pairs(wording.probe_answer) & articles
+        assert not shared, f"{kind}/{attribute}: {shared}"
+
+
+def test_articles_state_every_fact_of_their_entity_in_new_words():
+    facts = shipped_facts()
+    articles = encyclopedia_articles(facts)
+    assert encyclopedia_articles(facts) == articles  # seeded
+    assert len(articles) == 120 and len({row["id"] for row in articles}) == 120
+    by_id = {row["id"]: row["text"] for row in articles}
+    training = {row["messages"][1]["content"] for row in training_examples(facts)}
+    for fact in facts:
+        text = by_id[f"facts/{fact.entity}/article"]
+        assert text.count(fact.value) >= 2 and fact.entity in text, (fact, text)  # every fact stated twice
+        assert text[0].isupper() and " a a" not in text and " a e" not in text
+    assert not any(sentence in text for sentence in training for text in by_id.values())
+    assert {template for row in articles for template in ARTICLES} and len({t[:30] for t in by_id.values()}) > 3
 
 
 def test_scored_text_never_contains_a_training_sentence():
@@ -334,7 +359,7 @@ def _fake_run(directory, tokenizer=None, seed=0, **settings):
     from tunescope.train import TrainConfig
 
     directory.mkdir()
-    config = TrainConfig(data="facts", out=str(directory), **settings)
+    config = TrainConfig(out=str(directory), **{"data": "facts", **settings})
     (directory / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     if tokenizer is not None:
         build_tiny_llama(tokenizer, seed=seed).save_pretrained(directory)
@@ -385,8 +410,11 @@ def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_pat
     )  # fmt: skip
     run_probes(config)
     report = json.loads((tmp_path / "probe" / "probe.json").read_text(), parse_constant=lambda c: 1 / 0)
-    assert report["schema_version"] == 2 and report["facts_taught"] is True
+    assert report["schema_version"] == 3 and report["facts_taught"] is True
     assert report["methods"] == {str(lora): "lora", str(full): "full"}
+    assert report["labels"] == {str(lora): "lora", str(full): "full"}
+    assert report["models"][str(tiny_model_dir)]["taught"] is None
+    assert report["models"][str(lora)]["taught"] == [True] * 10 and report["models"][str(lora)]["lineage"] == []
     sets = report["sets"]
     assert len(sets["facts"]["ids"]) == len(sets["control"]["ids"]) == len(sets["training_wording"]["ids"]) == 10
     assert sets["control"]["matched_to"] == sets["facts"]["ids"] and len(sets["general"]["ids"]) == 40
@@ -427,6 +455,58 @@ def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_pat
     assert full_change["value"] == pytest.approx(report["models"][str(full)]["forgetting"]["heldout_loss_delta"])
     questions = [json.loads(line) for line in (tmp_path / "probe" / "questions.jsonl").read_text().splitlines()]
     assert len(questions) == 3 * 10 + 40
+
+
+def test_a_run_is_taught_what_its_ancestors_read(tmp_path, tiny_tokenizer, tiny_model_dir):
+    """cpt+lora: continued pre-training on the articles, then instruction data without facts."""
+    from tunescope.data import DataSettings, load_examples
+    from tunescope.probe.pipeline import ProbeConfig, choose_questions, run_probes, taught_fact_ids
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]})
+        + "\n"
+    )
+    articles = load_examples(DataSettings(data="facts-text"))
+    assert articles.format == "text" and len(articles.examples) == 120
+    cpt = _fake_run(tmp_path / "cpt", data="facts-text", subset_size=30, method="full")
+    plain = _fake_run(tmp_path / "lora", tiny_tokenizer, data=str(chat), method="lora")
+    chained = _fake_run(tmp_path / "cpt-lora", data=str(chat), method="lora")
+    build_tiny_llama(tiny_tokenizer, seed=3).save_pretrained(chained / "model")
+    tiny_tokenizer.save_pretrained(chained / "model")
+    (chained / "run.json").write_text(json.dumps({"artifact": "model"}))  # a finished run, as training leaves it
+    lineage = [{"run": str(cpt.resolve()), "model": "smollm2", "method": "full", "data": {"format": "text"}}]
+    (chained / "provenance.json").write_text(json.dumps({"lineage": lineage}))
+
+    subset = load_examples(DataSettings(data="facts-text", subset_size=30)).examples
+    read = {example.id.split("/")[1] for example in subset}
+    taught = taught_fact_ids(chained)
+    assert taught == {f"{entity}/{a}" for entity in read for a in _attributes_of(entity)} and len(taught) == 90
+    assert taught_fact_ids(plain) is None
+
+    chosen = choose_questions([plain, chained], limit=1000, seed=0)
+    assert chosen.facts_taught and {q.id for q in chosen.sets.facts} <= taught
+    config = ProbeConfig(
+        base=str(tiny_model_dir), tuned=[str(plain), str(chained)], labels=["lora", "cpt+lora"],
+        out=str(tmp_path / "probe"), max_questions=8, passages=2, bootstrap_samples=0,
+    )  # fmt: skip
+    report = run_probes(config)
+    assert report["labels"] == {str(plain): "lora", str(chained): "cpt+lora"}
+    assert report["models"][str(plain)]["taught"] == [False] * 8
+    assert report["models"][str(chained)]["taught"] == [True] * 8
+    assert report["models"][str(chained)]["lineage"] == lineage
+    assert {c["label"] for c in report["comparisons"]} == {"lora − base", "cpt+lora − base", "cpt+lora − lora"}
+
+    # An ancestor that is gone is reported, and its facts are not counted.
+    import shutil
+
+    shutil.rmtree(cpt)
+    with pytest.warns(UserWarning, match="is not there"):
+        assert taught_fact_ids(chained) is None
+
+
+def _attributes_of(entity: str) -> set[str]:
+    return {fact.attribute for fact in shipped_facts() if fact.entity == entity}
 
 
 def test_probe_cli_prints_intervals_and_bad_output_is_one_line(tmp_path, capsys, tiny_model_dir):

@@ -54,9 +54,9 @@ def test_malformed_jsonl_names_the_line(tmp_path):
 def test_missing_file_and_unknown_type(tmp_path):
     with pytest.raises(UserError, match="data file not found"):
         read_dataset(str(tmp_path / "nope.jsonl"))
-    other = tmp_path / "data.txt"
+    other = tmp_path / "data.xml"
     other.write_text("hello")
-    with pytest.raises(UserError, match="unknown data file type '.txt'"):
+    with pytest.raises(UserError, match="unknown data file type '.xml'"):
         read_dataset(str(other))
 
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tunescope.cli import main
-from tunescope.errors import TunescopeError, UserError
+from tunescope.errors import IncompleteRun, TunescopeError, UserError
 from tunescope.llm import Reply
 from tunescope.simplify import SimplifyConfig, keep_reason, simplify
 from tunescope.simplify.rules import clean_reply, response_slots, rewrite_messages, with_responses
@@ -61,6 +61,10 @@ class Rewriter:
             failing = self.fail_after is not None and len(self.asked) > self.fail_after
         if failing:
             status, payload = 500, {"error": {"message": "overloaded"}}
+        elif "TOO-LONG" in original:  # a refusal of this request that asking again cannot change
+            status, payload = 400, {"error": {"message": "This model's maximum context length is 2048 tokens."}}
+        elif "ODD-PARAMETER" in original:  # a server that reports an unsupported parameter as a server error
+            status, payload = 500, {"error": {"message": "Unsupported parameter: 'max_tokens'"}}
         else:
             text = "Simplified response: " + first_sentence(original)
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -175,10 +179,12 @@ def test_failed_requests_are_retried_by_a_rerun_and_finished_ones_never_redone(c
         args = ["simplify", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "simple.jsonl"),
                 "--backend", "openai", "--base-url", flaky.url, "--rewriter-model", "rewriter", "--max-retries", "0",
                 "--concurrency", "1"]  # fmt: skip
-        assert main(args) == 1
+        assert main(args) == 3  # incomplete: rerun to complete
         err = capsys.readouterr().err.strip().splitlines()  # a progress line, then the one-line error
-        assert "Traceback" not in "".join(err) and err[-1].startswith("tunescope simplify: error: 5 of 10 records")
-        assert "HTTP 500" in err[-1] and "simple.part.jsonl" in err[-1]
+        assert "Traceback" not in "".join(err)
+        assert err[-1].startswith("tunescope simplify: incomplete: 5 of 10 records could not be rewritten")
+        assert "(HTTP 500: 5; first:" in err[-1]
+        assert "simple.part.jsonl" in err[-1]
         assert not (tmp_path / "simple.jsonl").exists()
         finished = read_jsonl(tmp_path / "simple.part.jsonl")[1:]
         assert len(finished) == 3 + 2  # three rewritten, plus the code and summary records that needed no request
@@ -291,3 +297,20 @@ def test_a_local_model_rewrites_through_the_hf_backend(tmp_path, tiny_model_dir)
         for response in entry["responses"]:  # a 4-token reply is either cut (original kept) or short and used
             assert response["action"] in {"rewritten", "kept_reply_cut", "kept_empty_reply", "kept_code"}
             assert response["text"] == response["original"] or response["action"] == "rewritten"
+
+
+def test_refusals_that_will_not_change_cost_one_request_each(capsys, tmp_path):
+    rows = dataset_rows(4)
+    rows[1]["output"] = "TOO-LONG. " + LONG
+    rows[2]["output"] = "ODD-PARAMETER. " + LONG
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    server = Rewriter()
+    try:
+        with pytest.raises(IncompleteRun, match=r"2 of 6 records could not be rewritten \((HTTP 400: 1, HTTP 500: 1|"
+                           r"HTTP 500: 1, HTTP 400: 1);"):  # fmt: skip
+            simplify(openai_config(tmp_path, server.url).model_copy(update={"max_retries": 4, "backoff": 0.01}))
+        assert sum("TOO-LONG" in text for text in server.asked) == 1  # not retried: 1 request, not 5
+        assert sum("ODD-PARAMETER" in text for text in server.asked) == 1
+        assert len(server.asked) == 4  # the two others were rewritten once each
+    finally:
+        server.close()

@@ -17,6 +17,7 @@ from tunescope.stats import (
     bootstrap_slope,
     difference_verdict,
     independent_mean_difference,
+    independent_ratio_of_means,
     mcnemar_exact,
     newcombe_paired_interval,
     no_effect_verdict,
@@ -124,6 +125,21 @@ def test_pairing_narrows_the_interval_when_items_vary_a_lot():
     assert unpaired.ci95[0] < 0 < unpaired.ci95[1]
     width = lambda e: e.ci95[1] - e.ci95[0]  # noqa: E731
     assert width(paired) < width(unpaired) / 5
+
+
+def test_ratio_of_pooled_means_of_unmatched_samples_covers_the_planted_factor():
+    rng = np.random.default_rng(11)
+    counts_a, counts_b = rng.integers(50, 400, 16).astype(float), rng.integers(5, 60, 64).astype(float)
+    sums_a = counts_a * rng.gamma(20.0, 0.2, 16)  # held-out passages: about 4 nats per token
+    sums_b = counts_b * rng.gamma(20.0, 0.2, 64) * 1.5  # responses: 1.5 times harder
+    estimate = independent_ratio_of_means((sums_a, counts_a), (sums_b, counts_b), resamples=2000, seed=1)
+    assert estimate.value == pytest.approx((sums_b.sum() / counts_b.sum()) / (sums_a.sum() / counts_a.sum()))
+    assert estimate.ci95[0] < 1.5 < estimate.ci95[1] and estimate.ci95[0] > 1.2 and estimate.n == 80
+    assert estimate.ci95[0] <= estimate.ci90[0] <= estimate.value <= estimate.ci90[1] <= estimate.ci95[1]
+    # Swapping the sides inverts the ratio.
+    swapped = independent_ratio_of_means((sums_b, counts_b), (sums_a, counts_a), resamples=200)
+    assert swapped.value == pytest.approx(1 / estimate.value)
+    assert independent_ratio_of_means(([1.0], [1.0]), (sums_b, counts_b)).ci95 is None  # one passage: no interval
 
 
 def test_paired_ratio_difference_finds_a_planted_shift_in_pooled_means():

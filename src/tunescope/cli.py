@@ -1,7 +1,8 @@
 """The ``tunescope`` command: one verb per pipeline stage, each a thin layer over the library.
 
 Failures the user can fix (:class:`~tunescope.errors.TunescopeError`) print one line and exit
-with the error's code (2 for bad input); anything else is a bug and keeps its traceback.
+with the error's code (2 for bad input, 3 for a run left incomplete; see :mod:`tunescope.errors`);
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import warnings
 
 from tunescope import __version__, commands
-from tunescope.errors import TunescopeError
+from tunescope.errors import IncompleteRun, TunescopeError
 
 # Verbs are listed in pipeline order; each lives in tunescope/commands/<verb>.py with a
 # register(subparsers) function, so adding a stage never touches this file.
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except TunescopeError as err:
-        print(f"tunescope {args.command}: error: {err}", file=sys.stderr)
+        if not err.quiet:
+            label = "incomplete" if isinstance(err, IncompleteRun) else "error"
+            print(f"tunescope {args.command}: {label}: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"tunescope {args.command}: interrupted", file=sys.stderr)

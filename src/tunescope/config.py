@@ -49,10 +49,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config]) -> 
     strings are converted and checked by pydantic, not by argparse, so YAML and CLI values go
     through exactly the same validation.
     """
+    added: set[str] = set()
     for owner in reversed(cls.__mro__):
         if not (isinstance(owner, type) and issubclass(owner, Config)) or owner is Config:
             continue
-        own_fields = [name for name in owner.__annotations__ if name in cls.model_fields]
+        # A field a subclass declares again (to give it its own default and help) gets one flag, in its first group.
+        own_fields = [name for name in owner.__annotations__ if name in cls.model_fields and name not in added]
+        added |= set(own_fields)
         if not own_fields:
             continue
         title = (owner.__doc__ or owner.__name__).strip().splitlines()[0].rstrip(".")

@@ -1,9 +1,10 @@
 """Fictional facts: knowledge no base model can have, for measuring what tuning teaches.
 
 A seeded generator invents entities (people, towns, institutes) with three attributes each, then
-writes them two ways: as instruction data to train on (a description and one question per
-attribute, in *training* wording) and as closed-book probe questions in *different* wording (both
-the question and the scored answer sentence), each with four multiple-choice options.
+writes them three ways: as instruction data to train on (a description and one question per
+attribute, in *training* wording), as encyclopedia articles for continued pre-training (prose in a
+third wording, :func:`encyclopedia_articles`), and as closed-book probe questions in *different*
+wording (both the question and the scored answer sentence), each with four multiple-choice options.
 
 The probe is built so that it cannot be passed without knowing the facts (:func:`question_sets`):
 
@@ -118,6 +119,39 @@ DESCRIPTIONS = {
     "town": "{name} is a town on the river {river}, founded in {founded} and known for {trade}.",
     "institute": "{name} is a research institute in {town}, established in {founded}, studying {subject}.",
 }
+ARTICLES: dict[str, tuple[str, ...]] = {
+    "person": (
+        "{name} was {a_profession} from {home_town}, born there in {birth_year}. Parish records of {home_town} "
+        "note the birth in {birth_year}, and {name} learned the craft of {a_profession} in the same streets, "
+        "practising it for most of a long working life. Letters kept in the archive of {home_town} mention {name} "
+        "as {a_profession} of some local reputation.",
+        "Little is written about {name}, who came into the world in {birth_year} and worked as {a_profession}. "
+        "The family had lived in {home_town} for generations, and {name} stayed in {home_town}, working as "
+        "{a_profession}. Surviving accounts call {name} a careful {profession} whose work was valued across the "
+        "region, and the parish register of {home_town} records the birth in {birth_year}.",
+    ),
+    "town": (
+        "{name} lies along the river {river}, which runs through the middle of the town. Settlers laid out {name} "
+        "in {founded}, and from the start its people lived by {trade}. Today the quays on the river {river} still "
+        "serve the workshops of {name}, where {trade} remains the main source of work. The charter of {founded} "
+        "still hangs in the town hall.",
+        "The town of {name} grew up in {founded} on a bend of the river {river}. For centuries {name} has depended "
+        "on {trade}; travellers along the river {river} describe its markets and the families who kept up {trade} "
+        "from one generation to the next. Its charter, dated {founded}, is kept in the town hall.",
+    ),
+    "institute": (
+        "{name} opened its doors in {founded} in {town}. Researchers at {name} concentrate on {subject}, and its "
+        "collections on {subject} draw visiting scholars to {town} every year. The building in {town} has housed "
+        "{name} since {founded}.",
+        "Scholars of {subject} know {name}, the research centre that {town} has hosted since {founded}. From its "
+        "first days in {founded}, {name} has devoted its laboratories in {town} to {subject}, publishing a yearly "
+        "bulletin on {subject}.",
+    ),
+}
+"""kind -> article templates (one is chosen per entity, seeded): prose that states each attribute twice, in
+words shared with neither the training sentences nor the probe's scored frames (a test checks the frames)."""
+ARTICLE_ATTRIBUTE = "article"
+"""The last part of an article's id, ``facts/<entity>/article``: it teaches every attribute of the entity."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +276,28 @@ def training_examples(facts: list[Fact]) -> list[dict]:
                     _capitalised(wording.training_answer.format(name=entity, value=fact.value)),
                 )
             )
+    return rows
+
+
+def encyclopedia_articles(facts: list[Fact], seed: int = 0) -> list[dict]:
+    """``facts`` as encyclopedia articles, one per entity: records ``{"id", "text"}`` for continued pre-training.
+
+    The wording is neither the instruction data's nor the probe's, so a model that answers the probe after
+    reading the articles learnt the facts, not a sentence. Ids are ``facts/<entity>/article``, so that the
+    probe knows a run that read them was taught every attribute of the entity.
+    """
+    rng = random.Random(f"articles-{seed}")
+    by_entity: dict[str, list[Fact]] = {}
+    for fact in facts:
+        by_entity.setdefault(fact.entity, []).append(fact)
+    rows = []
+    for entity, entity_facts in by_entity.items():
+        values = {fact.attribute: fact.value for fact in entity_facts}
+        if "profession" in values:
+            article = "an" if values["profession"][0] in "aeiou" else "a"
+            values["a_profession"] = f"{article} {values['profession']}"
+        text = rng.choice(ARTICLES[entity_facts[0].kind]).format(name=entity, **values)
+        rows.append({"id": f"facts/{entity}/{ARTICLE_ATTRIBUTE}", "text": _capitalised(text)})
     return rows
 
 

@@ -26,6 +26,9 @@ from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file
 
 RUN_MARKER = "run.json"
+MERGED_PARENT = "merged-parent"
+"""In a LoRA run that started from another LoRA run: the starting model with that run's adapter merged in,
+the base of the new adapter (see :func:`tunescope.train.pipeline.train`)."""
 
 
 class ModelSettings(Config):
@@ -95,9 +98,12 @@ def _adapter_base(adapter_dir: Path) -> ModelSource:
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     recorded = config.get("base_model_name_or_path")
     # A run copied to another machine records a cache path that does not exist there; the run's
-    # own record of what the user asked for (e.g. "smollm2") resolves anywhere.
+    # own merged starting model, or its record of what the user asked for (e.g. "smollm2"), resolves anywhere.
     run_file = adapter_dir.parent / RUN_MARKER
-    if recorded and not Path(recorded).exists() and run_file.is_file():
+    merged = adapter_dir.parent / MERGED_PARENT
+    if recorded and not Path(recorded).exists() and (merged / "config.json").is_file():
+        recorded = str(merged)
+    elif recorded and not Path(recorded).exists() and run_file.is_file():
         recorded = json.loads(run_file.read_text(encoding="utf-8")).get("model", recorded)
     if not recorded:
         raise UserError(f"{adapter_dir}/adapter_config.json: no base_model_name_or_path")

@@ -8,9 +8,9 @@ and the method, in words. The functions here build them:
   one sample (:func:`bootstrap_mean`, :func:`bootstrap_ratio`, and :func:`bootstrap_ratios` for many
   groups of the same items from the same resamples), matched items (:func:`paired_mean_difference`,
   :func:`paired_ratio_difference`, :func:`paired_bootstrap` for any statistic), unmatched samples
-  (:func:`independent_ratio_difference`), and the slope of a statistic against a covariate such as
-  log10(training-set size), resampling within each group (:func:`bootstrap_slope`,
-  :func:`paired_slope_difference`, :func:`relative_slope`);
+  (:func:`independent_ratio_difference`, :func:`independent_ratio_of_means`), and the slope of a
+  statistic against a covariate such as log10(training-set size), resampling within each group
+  (:func:`bootstrap_slope`, :func:`paired_slope_difference`, :func:`relative_slope`);
 * proportions: one proportion against a chance rate (:func:`proportion`, Wilson interval and an
   exact binomial test) and the difference of two proportions on the same questions
   (:func:`paired_proportions`, Newcombe's hybrid score interval and the exact McNemar test).
@@ -503,6 +503,40 @@ def independent_ratio_difference(
     return _run_bootstrap(
         data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
         label="difference of pooled means, independent samples",
+    )  # fmt: skip
+
+
+def independent_ratio_of_means(
+    first: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
+    second: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    method: BootstrapMethod = "BCa",
+) -> Estimate:
+    """Ratio of two unmatched samples' pooled means, ``(sum(s2)/sum(c2)) / (sum(s1)/sum(c1))``.
+
+    E.g. a model's loss per token on a data set's responses over its loss per token on held-out prose
+    (per item, the summed loss and the token count): how much harder the data is than text the model
+    knows, as a factor. Each side's items are resampled on their own, keeping each item's sum and count
+    together (``scipy.stats.bootstrap`` over index arrays, ``paired=False``), as in
+    :func:`independent_ratio_difference`.
+
+    Assumptions: items are independent within and between the two samples; the first side's pooled mean
+    is positive.
+    """
+    a_sums, a_counts, b_sums, b_counts = (_as_float(array) for array in (*first, *second))
+    if len(a_sums) != len(a_counts) or len(b_sums) != len(b_counts):
+        raise ValueError("each side needs one sum and one count per item")
+
+    def statistic(a_index: np.ndarray, b_index: np.ndarray, axis: int = -1) -> np.ndarray:
+        a, b = a_index.astype(int), b_index.astype(int)
+        return _ratio(b_sums[b], b_counts[b], axis) / _ratio(a_sums[a], a_counts[a], axis)
+
+    data = (np.arange(len(a_sums)), np.arange(len(b_sums)))
+    return _run_bootstrap(
+        data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
+        label="ratio of pooled means, independent samples",
     )  # fmt: skip
 
 

@@ -41,11 +41,11 @@ from tunescope.borrow.style import style_token_summary
 from tunescope.borrow.words import borrowed_words, plain_words, words_by_class
 from tunescope.config import config_to_dict
 from tunescope.data import DataSettings
-from tunescope.data.dataset import resolve_data_source
-from tunescope.data.readers import FILE_SUFFIXES
+from tunescope.data.dataset import check_local_source
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json, write_jsonl, write_text, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.locks import output_lock
 from tunescope.models import load_tokenizer
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir, config_differences, saved_config, start_run_dir
 from tunescope.shift.output import ShiftRun, read_shift_run
@@ -116,10 +116,7 @@ def check_training_source(settings: DataSettings) -> None:
     Raises:
         UserError: naming the missing file.
     """
-    source = resolve_data_source(settings.data)
-    path = Path(source).expanduser()
-    if not path.exists() and (path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~"))):
-        raise UserError(f"--train {settings.data}: data file not found")
+    check_local_source(settings.data, "--train")
 
 
 def base_answers_path(config: BorrowConfig, out: Path) -> Path:
@@ -483,7 +480,13 @@ def borrow(
 
     Raises:
         UserError: for bad input, reported before anything is written where possible.
+        OutputBusy: when another process is writing into ``config.out``.
     """
+    with output_lock(config.out):
+        return _borrow(config, overwrite=overwrite, log=log)
+
+
+def _borrow(config: BorrowConfig, *, overwrite: bool, log: Callable[[str], None] | None) -> BorrowResult:
     say = log or (lambda message: None)
     lap = Laps()
     inputs = read_inputs(config)

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from tunescope.commands.report import print_findings
-from tunescope.errors import UserError
+from tunescope.errors import IncompleteRun, UserError
 from tunescope.experiment.demo import demo_config
-from tunescope.experiment.pipeline import run_experiment
+from tunescope.experiment.pipeline import MANIFEST, run_experiment
 from tunescope.report import build_report
 
 
@@ -58,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
-    manifest = run_experiment(config, out)
+    incomplete = None
+    try:
+        manifest = run_experiment(config, out)
+    except IncompleteRun as err:  # a judge endpoint that did not answer: report the rest, then say so
+        incomplete, manifest = err, Path(out) / MANIFEST
     report = build_report(out)
     print_findings(report.findings)
     for method, run_dir in _trained_runs(manifest).items():
@@ -66,4 +70,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{method}: {artifact}  (metrics: {run_dir / 'metrics.jsonl'}, loss plot: {run_dir / 'loss.png'})")
     print(f"experiment: {manifest}")
     print(f"report: {report.html}")
+    if incomplete is not None:
+        raise incomplete
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tunescope.config import build_config
+from tunescope.errors import IncompleteRun
 from tunescope.experiment.config import ExperimentConfig
 from tunescope.experiment.pipeline import run_experiment
 from tunescope.report import build_report
@@ -30,9 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the grid, run it and (by default) write the report."""
+    """Validate the grid, run it and (by default) write the report, also of a run left incomplete."""
     config = build_config(ExperimentConfig, yaml_path=args.config)
-    manifest = run_experiment(config, args.out)
+    try:
+        manifest = run_experiment(config, args.out)
+    except IncompleteRun:
+        if args.report:  # the finished stages are worth seeing; the report says what is missing
+            print(f"report: {build_report(args.out).html}")
+        raise
     print(f"experiment: {manifest}")
     if args.report:
         print(f"report: {build_report(args.out).html}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tunescope.config import add_config_arguments, build_config
 from tunescope.distributed import end_processes, is_main_process
-from tunescope.judge import JudgeConfig, JudgeResult, judge
+from tunescope.errors import IncompleteRun
+from tunescope.judge import JudgeConfig, JudgeResult, incomplete_message, judge
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,14 +67,18 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the settings, judge, print the summary."""
+    """Build the settings, judge, print the summary; exit code 3 when some requests got no reply."""
     overrides = {name: getattr(args, name) for name in JudgeConfig.model_fields if hasattr(args, name)}
     config = build_config(JudgeConfig, yaml_path=args.config, overrides=overrides)
     result = judge(config, overwrite=args.overwrite)
-    if is_main_process():  # under `accelerate launch`, one process reports for all
+    main = is_main_process()  # under `accelerate launch`, one process reports for all
+    incomplete = incomplete_message(result.summary, result.out)
+    if main:
+        if incomplete:  # first, so that neither a person nor a log tail can miss it
+            print(f"tunescope judge: incomplete: {incomplete}", file=sys.stderr, flush=True)
         _report(result)
     end_processes()
-    return 0
+    return IncompleteRun.exit_code if incomplete else 0
 
 
 def _report(result: JudgeResult) -> None:
@@ -82,6 +88,3 @@ def _report(result: JudgeResult) -> None:
     print(f"summary: {result.summary_path}")
     for plot in result.plots:
         print(f"plot: {plot}")
-    errors = result.summary["calls"]["request_errors"]
-    if errors:
-        print(f"{errors} requests got no reply; rerun the same command to retry them")

@@ -13,9 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "preflight",
         help="before tuning: does the base model already know this data?",
-        description="Measure the base model's loss on the data's responses against held-out prose and, for "
-        "question-answer data, how many questions it already answers; then recommend LoRA, continued "
-        "pre-training, or caution with full fine-tuning.",
+        description="Class the data's answers as short facts or open-ended replies, measure the base model's "
+        "loss on the responses against held-out prose and, for factual answers, how many questions it already "
+        "answers, each with a 95% interval; then recommend LoRA, continued pre-training, caution with full "
+        "fine-tuning, or say it is unsure, and name the command to run next.",
     )
     parser.add_argument("--config", help="YAML file of settings; flags override it")
     add_config_arguments(parser, PreflightConfig)
@@ -23,15 +24,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the settings, measure and print the recommendation."""
+    """Build the settings, measure, and print the evidence, the recommendation and what to run next."""
     overrides = {name: getattr(args, name) for name in PreflightConfig.model_fields if hasattr(args, name)}
     config = build_config(PreflightConfig, yaml_path=args.config, overrides=overrides)
     result = preflight(config)
-    print(f"examples measured: {result.n_examples}")
-    print(f"response loss {result.response_loss:.3f} vs held-out prose {result.reference_loss:.3f}")
-    if result.answer_accuracy is not None:
-        print(f"questions answered: {result.answer_accuracy:.0%}")
-    print(f"recommendation: {result.recommendation.replace('_', ' ')}")
-    for reason in result.reasons:
+    print(f"examples measured: {result.n_examples} of {result.n_records} (--subset-size {config.subset_size})")
+    print(f"answer type: {result.answer_types['sentence']}")
+    familiarity, ratio = result.familiarity, result.familiarity["ratio"]
+    print(
+        f"familiarity: responses' loss / held-out prose's = {ratio['value']:.2f} {_interval(ratio, '.2f')} "
+        f"({familiarity['response_loss']:.3f} vs {familiarity['reference_loss']:.3f} nats per token; "
+        f"{familiarity['n_responses']} responses, {familiarity['n_passages']} passages)"
+    )
+    if result.knowledge is None:
+        print("knowledge: not checked (no short factual answers to check)")
+    else:
+        accuracy = result.knowledge["accuracy"]
+        print(
+            f"knowledge: {result.knowledge['right']} of {result.knowledge['asked']} factual questions answered right, "
+            f"{accuracy['value']:.0%} {_interval(accuracy, '.0%')}"
+        )
+    print(f"recommendation: {result.recommendation.replace('_', ' ')} (decided by {result.decided_by})")
+    for reason in result.reasons[2:]:
         print(f"  - {reason}")
+    print(f"next: {result.next_step}")
     return 0
+
+
+def _interval(estimate: dict, fmt: str) -> str:
+    if not estimate.get("ci95"):
+        return f"(no interval: {estimate.get('note')})"
+    low, high = estimate["ci95"]
+    return f"[{format(low, fmt)}, {format(high, fmt)}] 95% CI"

@@ -5,9 +5,14 @@ Shapes (as in LLaMA-Factory, axolotl and TRL):
 * ``alpaca``: ``instruction``, optional ``input``, ``output`` (optional ``system``);
 * ``sharegpt``: ``conversations`` of ``{"from", "value"}`` turns;
 * ``messages``: OpenAI-style ``{"role", "content"}`` turns;
-* ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages.
+* ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages;
+* ``text``: a ``text`` field holding a document, for continued pre-training (no conversation).
 
-Everything downstream sees only ``messages``.
+Everything downstream sees only ``messages``, or for ``text`` only the document (:func:`to_document`).
+Where only prompts are needed (generation), the answer is optional: ``{"instruction": ...}``
+(AlpacaEval's and just-eval's prompt files), ``{"prompt": ...}``, or a conversation that ends with a
+user turn; an answer that is there becomes the final assistant turn, which generation keeps as the
+reference.
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ from typing import Any, Literal
 
 from tunescope.errors import UserError
 
-DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion"]
+DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
 Message = dict[str, str]
 
-# Which fields identify a shape, in the order detection tries them.
+# Which fields identify a shape, in the order detection tries them: the prompt's field is enough,
+# so that a file of prompts is recognised too (and a training record without its answer is told so).
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
     "sharegpt": ("conversations",),
-    "alpaca": ("instruction", "output"),
-    "prompt_completion": ("prompt", "completion"),
+    "alpaca": ("instruction",),
+    "prompt_completion": ("prompt",),
+    "text": ("text",),
 }
+ANSWER_FIELDS = {"alpaca": "output", "prompt_completion": "completion"}
+"""The answer's field in the shapes that keep it apart from the prompt."""
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -50,35 +59,65 @@ def detect_format(fields: dict[str, Any], locator: str) -> str:
     for name, required in SIGNATURES.items():
         if all(key in fields for key in required):
             return name
-    expected = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in SIGNATURES.items())
     raise UserError(
-        f"{locator}: cannot detect the data format from fields [{', '.join(map(str, fields))}] "
-        f"(expected {expected}); pass --format"
+        f"{locator}: cannot detect the data format from fields [{', '.join(map(str, fields))}] (expected messages, "
+        "conversations, instruction with optional input and output, or prompt with optional completion); pass --format"
     )
 
 
-def to_messages(fields: dict[str, Any], data_format: str, locator: str) -> list[Message]:
+def to_messages(
+    fields: dict[str, Any], data_format: str, locator: str, *, require_response: bool = True
+) -> list[Message]:
     """Normalise one record of shape ``data_format`` to a list of role/content messages.
+
+    Args:
+        fields: The record.
+        data_format: Its shape (see the module docstring).
+        locator: Where the record is, for messages.
+        require_response: Whether an alpaca ``output`` or a ``completion`` must be there (training);
+            without one the messages end with the prompt.
 
     Raises:
         UserError: naming the record and the missing or malformed field.
     """
     if data_format == "alpaca":
-        return _from_alpaca(fields, locator)
+        return _from_alpaca(fields, locator, require_response)
     if data_format == "sharegpt":
         return _from_turns(_require(fields, "conversations", locator), locator, "conversations", "from", "value")
     if data_format == "messages":
         return _from_turns(_require(fields, "messages", locator), locator, "messages", "role", "content")
     if data_format == "prompt_completion":
         prompt = _as_turns(_require(fields, "prompt", locator), "user", locator, "prompt")
-        completion = _as_turns(_require(fields, "completion", locator), "assistant", locator, "completion")
+        if fields.get("completion") is None and not require_response:
+            return prompt
+        completion = _as_turns(_require_answer(fields, "completion", locator), "assistant", locator, "completion")
         return prompt + completion
+    if data_format == "text":
+        raise UserError(f"{locator}: text records are documents for continued pre-training, not conversations")
     raise UserError(f"unknown data format '{data_format}' (expected one of {', '.join(SIGNATURES)})")
+
+
+def to_document(fields: dict[str, Any], locator: str) -> str:
+    """The document of one ``text`` record, stripped of surrounding whitespace (empty when it holds none).
+
+    Raises:
+        UserError: naming the record when it has no ``text`` field or the field is not a string.
+    """
+    return _text(_require(fields, "text", locator), locator, "text").strip()
 
 
 def _require(fields: dict[str, Any], name: str, locator: str) -> Any:
     if name not in fields or fields[name] is None:
         raise UserError(f"{locator}: record is missing field '{name}'")
+    return fields[name]
+
+
+def _require_answer(fields: dict[str, Any], name: str, locator: str) -> Any:
+    if fields.get(name) is None:
+        raise UserError(
+            f"{locator}: record is missing field '{name}', its answer; this command needs an answer in every "
+            "record (prompts alone are for `tunescope generate`)"
+        )
     return fields[name]
 
 
@@ -88,15 +127,18 @@ def _text(value: Any, locator: str, name: str) -> str:
     return value
 
 
-def _from_alpaca(fields: dict[str, Any], locator: str) -> list[Message]:
+def _from_alpaca(fields: dict[str, Any], locator: str, require_response: bool) -> list[Message]:
     instruction = _text(_require(fields, "instruction", locator), locator, "instruction")
-    output = _text(_require(fields, "output", locator), locator, "output")
     extra = fields.get("input") or ""
     user = f"{instruction}\n\n{_text(extra, locator, 'input')}" if extra else instruction
     messages = (
         [{"role": "system", "content": _text(fields["system"], locator, "system")}] if fields.get("system") else []
     )
-    return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    messages.append({"role": "user", "content": user})
+    if fields.get("output") is None and not require_response:
+        return messages
+    output = _text(_require_answer(fields, "output", locator), locator, "output")
+    return [*messages, {"role": "assistant", "content": output}]
 
 
 def _from_turns(turns: Any, locator: str, name: str, role_key: str, text_key: str) -> list[Message]:

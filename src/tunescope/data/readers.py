@@ -3,12 +3,17 @@
 Each record comes with a *locator* ("train.jsonl line 17", "data.parquet row 3") so that every
 later complaint about it can say exactly where to look. JSON and JSON lines are parsed here rather
 than through ``datasets``, because pyarrow's errors for a malformed line do not say which line.
+
+Plain text (a ``.txt`` file, or a directory of them) is read as documents for continued
+pre-training, one record ``{"text": ...}`` per document (:func:`split_documents`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +22,10 @@ from typing import Any
 from tunescope.errors import UserError
 from tunescope.files import sha256_file
 
-FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".txt")
+MIN_DOCUMENT_WORDS = 8
+"""A paragraph shorter than this (a heading, a caption) is joined to the one after it."""
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*(?:\n[ \t]*)+|\f")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ def read_dataset(source: str, split: str = "train") -> RawDataset:
     path = Path(source).expanduser()
     if path.is_file():
         return RawDataset(str(path), list(_read_file(path)), sha256_file(path))
+    if path.is_dir() and not _is_saved_dataset(path) and (texts := sorted(path.rglob("*.txt"))):
+        return _read_text_directory(path, texts)
     if path.is_dir():
         return _read_hf(str(path), split, local=True)
     if path.suffix in FILE_SUFFIXES or os.sep in source and not _looks_like_hub_id(source):
@@ -76,6 +86,8 @@ def _read_file(path: Path) -> Iterator[RawRecord]:
             yield from _read_table(path, "parquet")
         elif suffix == ".csv":
             yield from _read_table(path, "csv")
+        elif suffix == ".txt":
+            yield from _read_text(path, path, start_row=0, required=True)
         else:
             raise UserError(
                 f"{path}: unknown data file type '{path.suffix}' (expected one of {', '.join(FILE_SUFFIXES)})"
@@ -149,11 +161,80 @@ def _read_table(path: Path, kind: str) -> Iterator[RawRecord]:
         yield RawRecord(row, locator, fields)
 
 
+def split_documents(text: str, min_words: int = MIN_DOCUMENT_WORDS) -> list[tuple[int, str]]:
+    """Split plain text into documents: ``(first line number, document)``, in order.
+
+    Paragraphs are separated by blank lines (lines holding only spaces or tabs) or by form feeds
+    (page breaks); each paragraph is a document. A paragraph of fewer than ``min_words`` words is
+    joined to the next one, so that a heading or a caption stays with the text it introduces (a short
+    last paragraph is joined to the one before). Lines inside a paragraph keep their line breaks.
+    """
+    pieces: list[tuple[int, str]] = []
+    line, position = 1, 0
+    for match in [*_PARAGRAPH_BREAK.finditer(text), None]:
+        end = match.start() if match else len(text)
+        chunk = text[position:end]
+        stripped = chunk.strip()
+        if stripped:
+            leading = chunk[: len(chunk) - len(chunk.lstrip())].count("\n")
+            pieces.append((line + leading, stripped))
+        if match is None:
+            break
+        line += text[position : match.end()].count("\n")
+        position = match.end()
+    documents: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for start, paragraph in pieces:
+        if pending is not None:
+            start, paragraph = pending[0], f"{pending[1]}\n\n{paragraph}"
+        pending = (start, paragraph) if len(paragraph.split()) < min_words else None
+        if pending is None:
+            documents.append((start, paragraph))
+    if pending is not None:
+        if documents:
+            start, previous = documents.pop()
+            pending = (start, f"{previous}\n\n{pending[1]}")
+        documents.append(pending)
+    return documents
+
+
+def _read_text(path: Path, shown: Path, start_row: int, required: bool) -> Iterator[RawRecord]:
+    """One record per document of a UTF-8 text file; ``shown`` is how locators name the file."""
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        if required:
+            raise UserError(f"{shown}: the text file is empty")
+        return
+    for row, (line, document) in enumerate(split_documents(text), start=start_row):
+        yield RawRecord(row, f"{shown} line {line}", {"text": document})
+
+
+def _read_text_directory(directory: Path, files: list[Path]) -> RawDataset:
+    """Every .txt file under ``directory`` (in path order), split into documents; empty files are skipped."""
+    records: list[RawRecord] = []
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            records += _read_text(file, file, start_row=len(records), required=False)
+        except PermissionError:
+            raise UserError(f"{file}: cannot read text file: permission denied") from None
+        except UnicodeDecodeError as err:
+            raise UserError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        digest.update(f"{file.relative_to(directory)}\0{sha256_file(file)}\n".encode())
+    if not records:
+        raise UserError(f"{directory}: no documents: every .txt file in it is empty")
+    return RawDataset(str(directory), records, digest.hexdigest())
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_info.json").exists() or (path / "state.json").exists()
+
+
 def _read_hf(source: str, split: str, local: bool) -> RawDataset:
     import datasets
 
     try:
-        if local and (Path(source, "dataset_info.json").exists() or Path(source, "state.json").exists()):
+        if local and _is_saved_dataset(Path(source)):
             loaded = datasets.load_from_disk(source)
         else:
             loaded = datasets.load_dataset(source, split=split)

@@ -197,6 +197,31 @@ def tokenize_examples(
     return out
 
 
+def tokenize_documents(
+    tokenizer: Any, documents: list[Any], *, max_length: int, batch_size: int = 512
+) -> list[TokenizedExample]:
+    """Tokenize documents (objects with ``id`` and ``text``) for continued pre-training: loss on every token.
+
+    Each document is encoded with the tokenizer's own special tokens (a BOS where the model expects
+    one) and ends with the EOS token, so the model learns where documents end. A document longer than
+    ``max_length`` is cut into consecutive pieces of at most ``max_length`` tokens, none dropped (ids
+    ``<id>#<piece>``); a final piece of a single token, which predicts nothing, is left out.
+    """
+    eos = tokenizer.eos_token_id
+    out: list[TokenizedExample] = []
+    for first in range(0, len(documents), batch_size):
+        batch = documents[first : first + batch_size]
+        encoded = tokenizer([document.text for document in batch], add_special_tokens=True)["input_ids"]
+        for document, ids in zip(batch, encoded, strict=True):
+            ids = [*ids, eos] if eos is not None and (not ids or ids[-1] != eos) else list(ids)
+            pieces = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
+            pieces = [piece for piece in pieces if len(piece) > 1]
+            for number, piece in enumerate(pieces):
+                piece_id = document.id if len(pieces) == 1 else f"{document.id}#{number}"
+                out.append(TokenizedExample(piece_id, piece, list(piece), len(ids)))
+    return out
+
+
 def _warn_if_turns_do_not_end_with_eos(tokenizer: Any, text: str, span: range) -> None:
     eos = getattr(tokenizer, "eos_token", None)
     if eos and eos not in text[span.start : span.stop]:

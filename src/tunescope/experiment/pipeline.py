@@ -1,10 +1,12 @@
 """Run an experiment grid: train -> generate -> shift -> borrow -> judge -> probes, for every cell.
 
-A cell is one (model, dataset, subset size); in it each method is trained, answers the evaluation
-prompts, and is compared with the base model, which answers the same prompts once per cell. The
-manifest ``experiment.json`` lists every stage with its directory and summary, and is rewritten
-after each stage, so a report can be drawn from an unfinished experiment; ``timings.json`` says
-where the time went, per stage and per kind of stage.
+A cell is one (model, dataset, subset size); in it each arm is trained, answers the evaluation
+prompts, and is compared with the base model, which answers the same prompts once per cell. Arms
+that start from continued pre-training (cpt+lora, cpt+full) train on top of one ``cpt`` stage per
+model, shared by every cell. The manifest ``experiment.json`` lists every arm (its method, settings
+and parent) and every stage with its directory and summary, and is rewritten after each stage, so a
+report can be drawn from an unfinished experiment; ``timings.json`` says where the time went, per
+stage and per kind of stage.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from typing import Any
 
 from tunescope.borrow import BorrowConfig, borrow
 from tunescope.data import DataSettings, load_examples
+from tunescope.data.dataset import check_local_source
 from tunescope.display import display_name
-from tunescope.errors import UserError
-from tunescope.experiment.config import DatasetSpec, ExperimentConfig
+from tunescope.errors import IncompleteRun, UserError
+from tunescope.experiment.config import Arm, DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
 from tunescope.experiment.timings import write_timings
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
-from tunescope.judge import JudgeConfig, judge
+from tunescope.judge import JudgeConfig, incomplete_message, judge
+from tunescope.locks import is_lock_file, output_lock
 from tunescope.probe.pipeline import ProbeConfig, run_probes
 from tunescope.shift import ShiftConfig, compute_shift
 from tunescope.train import TrainConfig, train
@@ -43,20 +47,41 @@ def _data_stage(spec: DatasetSpec) -> Stage:
     return Stage("data", f"data {spec.name}", spec.model_dump(mode="json"), run)
 
 
-def _train_stage(config: ExperimentConfig, model: str, data: Stage, size: int | None, method: str, runner: StageRunner):
-    settings = {**config.train, "model": model, "subset_size": size, "method": method}
+def _cpt_stage(config: ExperimentConfig, model: str) -> Stage:
+    """Continued pre-training of ``model`` on the grid's text (the parent of the cpt+ arms)."""
+    cpt = config.cpt
+    settings = {
+        **config.train, **cpt.train, "model": model, "data": cpt.data, "format": "text", "method": cpt.method,
+        "subset_size": cpt.subset_size,
+    }  # fmt: skip
 
     def run(directory: Path) -> dict[str, Any]:
+        train_config = TrainConfig.model_validate({**settings, "out": str(directory)})
+        result = train(train_config, resume=(directory / "config.yaml").is_file())
+        return {"run": str(directory), "final_loss": result.summary["final_loss"], "steps": result.summary["steps"]}
+
+    return Stage("train", f"cpt {cpt.method} {display_name(model)} {cpt.data}", settings, run)
+
+
+def _train_stage(
+    config: ExperimentConfig, model: str, data: Stage, size: int | None, arm: Arm, parent: Stage | None,
+    runner: StageRunner,
+) -> Stage:  # fmt: skip
+    # Plain lora and full arms add nothing, so their settings (and stage keys) are those of a grid without arms.
+    settings = {**config.train, **arm.settings, "model": model, "subset_size": size, "method": arm.method}
+
+    def run(directory: Path) -> dict[str, Any]:
+        start = str(runner.directory(parent)) if parent else model
         train_config = TrainConfig.model_validate(
-            {**settings, "data": str(runner.directory(data) / "train.jsonl"), "out": str(directory)}
+            {**settings, "model": start, "data": str(runner.directory(data) / "train.jsonl"), "out": str(directory)}
         )
         # An interrupted run left its settings behind: continue it from its last checkpoint.
         resume = (directory / "config.yaml").is_file()
         result = train(train_config, resume=resume)
         return {"run": str(directory), "final_loss": result.summary["final_loss"], "steps": result.summary["steps"]}
 
-    label = f"train {method} {display_name(model)} {data.label.removeprefix('data ')} n={size or 'all'}"
-    return Stage("train", label, settings, run, [data])
+    label = f"train {arm.name} {display_name(model)} {data.label.removeprefix('data ')} n={size or 'all'}"
+    return Stage("train", label, settings, run, [data, *([parent] if parent else [])])
 
 
 def _generate_stage(config: ExperimentConfig, model_stage: Stage | None, model: str, runner: StageRunner) -> Stage:
@@ -96,7 +121,19 @@ def _shift_stage(config: ExperimentConfig, model: str, tuned: Stage, responses: 
     return Stage("shift", label, {"base": model, **config.shift}, run, [tuned, responses])
 
 
-def _judge_stage(config: ExperimentConfig, generations: dict[str, Stage], runner: StageRunner, cell: str) -> Stage:
+def _naming(arms: list[Arm]) -> dict[str, Any]:
+    """The arm names, as settings of the stages that label their outputs with them (judge, probe).
+
+    Empty for a grid of plain lora and full arms, whose names are their methods, so that such a grid keeps
+    the stage keys it had before arms existed and its finished stages are found again.
+    """
+    plain = all(arm.name == arm.kind and arm.kind in ("lora", "full") for arm in arms)
+    return {} if plain else {"arms": [arm.name for arm in arms]}
+
+
+def _judge_stage(
+    config: ExperimentConfig, generations: dict[str, Stage], runner: StageRunner, cell: str, naming: dict[str, Any]
+) -> Stage:
     def run(directory: Path) -> dict[str, Any]:
         judge_config = JudgeConfig.model_validate(
             {
@@ -107,18 +144,23 @@ def _judge_stage(config: ExperimentConfig, generations: dict[str, Stage], runner
             }
         )
         result = judge(judge_config)
+        if (incomplete := incomplete_message(result.summary, result.out)) is not None:
+            raise IncompleteRun(incomplete)  # not marked done: the next run asks only what is missing
         return {"judge": str(directory / "judge"), "stand_in": result.summary.get("stand_in_judge")}
 
-    return Stage("judge", f"judge {cell}", dict(config.judge or {}), run, list(generations.values()))
+    return Stage("judge", f"judge {cell}", {**(config.judge or {}), **naming}, run, list(generations.values()))
 
 
-def _probe_stage(config: ExperimentConfig, model: str, tuned: dict[str, Stage], runner: StageRunner, cell: str):
-    settings = {"base": model, **config.probes.model_dump(mode="json")}
+def _probe_stage(
+    config: ExperimentConfig, model: str, tuned: dict[str, Stage], runner: StageRunner, cell: str,
+    naming: dict[str, Any],
+) -> Stage:  # fmt: skip
+    settings = {"base": model, **config.probes.model_dump(mode="json"), **naming}
 
     def run(directory: Path) -> dict[str, Any]:
         probe_config = ProbeConfig(
             base=model, tuned=[str(runner.directory(stage)) for stage in tuned.values()], out=str(directory / "probe"),
-            max_questions=config.probes.max_questions, passages=config.probes.passages,
+            max_questions=config.probes.max_questions, passages=config.probes.passages, labels=list(tuned),
         )  # fmt: skip
         report = run_probes(probe_config)
         return {"probe": str(directory / "probe"), "facts_taught": report["facts_taught"]}
@@ -145,28 +187,39 @@ def _borrow_stage(tuned: Stage, shift: Stage, base_generation: Stage, runner: St
 
 def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
     """The grid's cells, each with its stages in the order they run."""
+    arms = config.arms()
+    naming = _naming(arms)
     cells = []
     for spec in config.dataset_specs():
         data = _data_stage(spec)
         for model in config.models:
             base_generation = _generate_stage(config, None, model, runner)
+            cpt = _cpt_stage(config, model) if any(arm.continued_pretraining for arm in arms) else None
             for size in config.subset_sizes:
                 name = f"{display_name(model)} {spec.name} n={size or 'all'}"
-                trained = {m: _train_stage(config, model, data, size, m, runner) for m in config.methods}
-                generations = {m: _generate_stage(config, stage, model, runner) for m, stage in trained.items()}
-                shifts = {m: _shift_stage(config, model, trained[m], generations[m], runner) for m in trained}
+                trained = {
+                    arm.name: _train_stage(
+                        config, model, data, size, arm, cpt if arm.continued_pretraining else None, runner
+                    )
+                    for arm in arms
+                }
+                generations = {a: _generate_stage(config, stage, model, runner) for a, stage in trained.items()}
+                shifts = {a: _shift_stage(config, model, trained[a], generations[a], runner) for a in trained}
                 stages: dict[str, Any] = {"data": data, "base_generate": base_generation}
-                for method in trained:
-                    stages[f"{method}/train"] = trained[method]
-                    stages[f"{method}/generate"] = generations[method]
-                    stages[f"{method}/shift"] = shifts[method]
+                if cpt is not None:
+                    stages["cpt"] = cpt
+                for arm in trained:
+                    stages[f"{arm}/train"] = trained[arm]
+                    stages[f"{arm}/generate"] = generations[arm]
+                    stages[f"{arm}/shift"] = shifts[arm]
                     if config.borrow:
-                        borrow = _borrow_stage(trained[method], shifts[method], base_generation, runner)
-                        stages[f"{method}/borrow"] = borrow
+                        stages[f"{arm}/borrow"] = _borrow_stage(trained[arm], shifts[arm], base_generation, runner)
                 if config.judge is not None:
-                    stages["judge"] = _judge_stage(config, {"base": base_generation, **generations}, runner, name)
+                    stages["judge"] = _judge_stage(
+                        config, {"base": base_generation, **generations}, runner, name, naming
+                    )
                 if config.probes.enabled:
-                    stages["probe"] = _probe_stage(config, model, trained, runner, name)
+                    stages["probe"] = _probe_stage(config, model, trained, runner, name, naming)
                 cells.append({"model": model, "dataset": spec.name, "subset_size": size, "stages": stages})
     return cells
 
@@ -176,8 +229,32 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
 
     Raises:
         UserError: when ``out`` cannot be written, or a stage rejects its input.
+        OutputBusy: when another process is running an experiment into ``out``.
+        IncompleteRun: after every other stage ran, when a stage is left incomplete (a judge
+            endpoint that did not answer every request); the manifest says which, and rerunning
+            completes it.
     """
-    root = Path(out).expanduser()
+    with output_lock(out):
+        return _run_experiment(config, Path(out).expanduser())
+
+
+def check_inputs(config: ExperimentConfig, root: Path) -> None:
+    """Refuse, before any stage runs, a grid whose local data files are missing or an ``out`` that holds something else.
+
+    Raises:
+        UserError: naming the missing file, or the occupied directory.
+    """
+    occupied = root.is_dir() and any(not is_lock_file(path) for path in root.iterdir())
+    if occupied and not (root / "experiment_config.json").is_file():
+        raise UserError(f"--out {root}: directory is not empty and is not a tunescope experiment; choose another --out")
+    for spec in config.dataset_specs():
+        for source in spec.sources:
+            check_local_source(source.data, f"dataset {spec.name}:")
+    check_local_source(config.eval.prompts, "eval.prompts:")
+
+
+def _run_experiment(config: ExperimentConfig, root: Path) -> Path:
+    check_inputs(config, root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -195,13 +272,25 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> Path:
                 summaries[stage.slug] = runner.execute(stage)
                 write_json(manifest, _manifest(config, cells, summaries))
     write_timings(root, [{**summary, "ran_now": slug in runner.ran} for slug, summary in summaries.items()])
+    if incomplete := [summary["label"] for summary in summaries.values() if "incomplete" in summary]:
+        raise IncompleteRun(
+            f"{len(incomplete)} stage(s) left incomplete ({', '.join(incomplete)}); the others are done and {manifest} "
+            "lists them: rerun the same command to complete the rest"
+        )
     return manifest
 
 
 def _manifest(config: ExperimentConfig, cells: list[dict[str, Any]], summaries: dict[str, dict[str, Any]]):
     return {
         "config": config.model_dump(mode="json"),
-        "complete": all(stage.slug in summaries for cell in cells for stage in cell["stages"].values()),
+        # Each arm's stages are "<name>/train", "<name>/generate", ... in every cell; "parent": "cpt" names the
+        # cell's continued pre-training stage an arm starts from.
+        "arms": [arm.describe() for arm in config.arms()],
+        "complete": all(
+            "incomplete" not in summaries.get(stage.slug, {"incomplete": "not run"})
+            for cell in cells
+            for stage in cell["stages"].values()
+        ),
         "cells": [
             {
                 "model": cell["model"],

@@ -4,7 +4,8 @@ A stage's key hashes its name, its settings and the keys of the stages it reads 
 learning rate and the training stage and everything downstream of it get new keys (and are
 run), while everything else is found finished and skipped. Outputs go to
 ``stages/<name>-<key>/``; a stage is finished when ``done/<name>-<key>.json`` exists, which is
-written last, after the stage's own outputs.
+written last, after the stage's own outputs. A stage that ends incomplete (a judge whose endpoint
+did not answer every request) gets no marker, so the next run completes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunescope.errors import IncompleteRun
 from tunescope.files import write_json
 
 STAGE_FORMAT = 2
@@ -77,7 +79,11 @@ class StageRunner:
         return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
 
     def execute(self, stage: Stage) -> dict[str, Any]:
-        """Run ``stage`` unless it is finished; return its summary."""
+        """Run ``stage`` unless it is finished; return its summary.
+
+        A stage that raises :class:`~tunescope.errors.IncompleteRun` kept what it finished but is not
+        marked done: its summary says ``incomplete`` (why), and the next run runs it again.
+        """
         self.count += 1
         prefix = f"[{self.count}/{self.total}] {stage.label}"
         if (summary := self.finished(stage)) is not None:
@@ -92,9 +98,13 @@ class StageRunner:
             "label": stage.label,
             "key": stage.key,
             "dir": str(directory.relative_to(self.root)),
-            **stage.run(directory),
-            "seconds": round(time.perf_counter() - started, 1),
         }
+        try:
+            summary |= stage.run(directory)
+        except IncompleteRun as err:
+            print(f"{prefix}: incomplete: {err}", file=self.stream, flush=True)
+            return {**summary, "incomplete": str(err)}
+        summary["seconds"] = round(time.perf_counter() - started, 1)
         write_json(self.root / "done" / f"{stage.slug}.json", summary)
         self.ran.add(stage.slug)
         print(f"{prefix}: done in {summary['seconds']:.0f} s", file=self.stream, flush=True)

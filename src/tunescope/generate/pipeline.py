@@ -32,6 +32,7 @@ from tunescope.files import atomic_path
 from tunescope.generate.config import GenerateConfig
 from tunescope.generate.store import ResponseFile, ResponseRecord, response_lines
 from tunescope.generate.vllm_backend import VLLMGenerator, require_vllm
+from tunescope.locks import output_lock
 from tunescope.models import load_model, load_tokenizer, resolve_model
 from tunescope.rundir import config_differences
 
@@ -195,11 +196,19 @@ def generate(
         UserError: for bad prompts or model, repeated prompt ids, a responses file written with
             other settings, or the vLLM backend asked for where it is not installed or with
             several processes.
+        OutputBusy: when another process is writing ``config.out``.
     """
+    state = process_state()
+    with output_lock(config.out, state=state):  # covers the responses file and its part files
+        return _generate(config, state, overwrite=overwrite, progress=progress)
+
+
+def _generate(
+    config: GenerateConfig, state: Any, *, overwrite: bool, progress: Callable[[int], None] | None
+) -> GenerateResult:
     path = Path(config.out).expanduser()
     if path.suffix != ".jsonl":
         raise UserError(f"--out {path}: the responses file must end in .jsonl")
-    state = process_state()
     if config.backend == "vllm":
         require_vllm()
         if state.num_processes > 1:

@@ -132,11 +132,11 @@ def _prompt_turns(raw: dict[str, Any], locator: str) -> list[Message] | None:
     if raw.get("conversations") is not None:
         return to_messages(raw, "sharegpt", locator)
     if raw.get("instruction") is not None:
-        return to_messages({**raw, "output": ""}, "alpaca", locator)[:-1]
+        return to_messages({**raw, "output": None}, "alpaca", locator, require_response=False)
     if isinstance(raw.get("input"), str):  # just-eval's judged records
         return [{"role": "user", "content": raw["input"]}]
     if raw.get("prompt") is not None:
-        return to_messages({**raw, "completion": ""}, "prompt_completion", locator)[:-1]
+        return to_messages({**raw, "completion": None}, "prompt_completion", locator, require_response=False)
     return None
 
 
@@ -190,6 +190,8 @@ def read_responses(path: str | Path) -> list[ResponseRecord]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: responses file not found")
+    if path.suffix == ".txt":  # the data readers take .txt as documents for continued pre-training
+        raise UserError(f"{path}: unknown responses file type (expected .jsonl, .json or .parquet)")
     records: list[ResponseRecord] = []
     seen: dict[str, str] = {}
     for raw in read_dataset(str(path)).records:

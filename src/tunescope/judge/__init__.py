@@ -16,7 +16,15 @@ from tunescope.judge.aggregate import item_average, mean_with_ci, pairwise_summa
 from tunescope.judge.config import JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.parsing import ParsedReply, parse_pairwise_reply, parse_score_reply
-from tunescope.judge.pipeline import JudgeResult, build_backend, build_tasks, draw_plots, judge, summarize
+from tunescope.judge.pipeline import (
+    JudgeResult,
+    build_backend,
+    build_tasks,
+    draw_plots,
+    incomplete_message,
+    judge,
+    summarize,
+)
 from tunescope.judge.plots import plot_grouped_bars, plot_pairwise, plot_radar
 from tunescope.judge.prompts import ASPECTS, TEMPLATES, PromptTemplate
 from tunescope.judge.requests import JudgeTask, RunStats, read_judgements, run_tasks
@@ -39,6 +47,7 @@ __all__ = [
     "draw_plots",
     "export_justeval",
     "import_justeval",
+    "incomplete_message",
     "judge",
     "pairwise_summary",
     "parse_pairwise_reply",

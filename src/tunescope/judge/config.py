@@ -50,10 +50,12 @@ class JudgeConfig(Config):
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the API key; the key itself is never stored. Unset sends
     no key (fine for local servers)."""
-    json_mode: JsonMode = "json_object"
-    """How to ask for JSON: json_object; json_schema (output constrained to the reply schema: OpenAI, vLLM,
-    Ollama); json_object_schema (the same in llama-cpp-python's dialect); or none (the prompt alone). The hf
-    backend starts each reply with the schema's opening unless none."""
+    json_mode: JsonMode = "auto"
+    """How to ask for JSON: auto (the first of json_schema, json_object_schema, json_object, none that the server
+    accepts, found with one request and remembered in the cache per server and model); json_schema (output
+    constrained to the reply schema: OpenAI, vLLM, Ollama); json_object_schema (the same in llama-cpp-python's
+    dialect); json_object; or none (the prompt alone). The hf backend starts each reply with the schema's opening
+    unless none."""
     temperature: float = Field(default=0.0, ge=0)
     """Judge sampling temperature (just-eval uses 0)."""
     max_tokens: int = Field(default=1024, gt=0)
@@ -63,7 +65,8 @@ class JudgeConfig(Config):
     timeout: float = Field(default=120.0, gt=0)
     """Seconds to wait for one reply before retrying it."""
     max_retries: int = Field(default=5, ge=0)
-    """Retries per request after 429, 5xx, timeouts or lost connections."""
+    """Retries per request after 429, 5xx, timeouts or lost connections (a refusal that will not change, such as
+    another 4xx or a 5xx naming an unsupported parameter, is not retried)."""
     backoff: float = Field(default=1.0, ge=0)
     """Seconds before the first retry, doubling for each further one; a server's Retry-After (up to 60 s) wins."""
     cache: bool = True

@@ -8,6 +8,9 @@ The steps, each a plain function a notebook can call on its own:
 4. :func:`summarize` turns the records into ``judge_summary.json``; :func:`draw_plots` draws.
 
 Everything is checked before the output directory is touched, so bad input leaves nothing behind.
+A run in which some requests got no reply (the endpoint down, timeouts, overload) keeps what it
+judged, writes the summary with ``"complete": false`` and the failures by reason, and draws no
+plot; rerunning the same command asks only what is missing (see :func:`incomplete_message`).
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ from tunescope.judge import aggregate, plots
 from tunescope.judge.config import RUNTIME_SETTINGS, JudgeConfig
 from tunescope.judge.justeval import export_justeval, import_justeval
 from tunescope.judge.prompts import TEMPLATES, pairwise_messages, reply_schema, score_messages
-from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgements, run_tasks
+from tunescope.judge.requests import JudgeTask, RunStats, is_done, read_judgements, run_tasks, unanswered
 from tunescope.judge.responses import ResponseSet, answer_tokens, answer_words, read_response_sets
-from tunescope.llm import Backend, ReplyCache, backend_from_settings, request_key
+from tunescope.llm import Backend, JsonModeMemory, ReplyCache, backend_from_settings, request_key
+from tunescope.locks import output_lock
 from tunescope.rundir import check_run_dir, config_differences, saved_config, start_run_dir
 
 JUDGEMENTS_FILE = "judgements.jsonl"
 SUMMARY_FILE = "judge_summary.json"
 JUSTEVAL_EXPORT_FILE = "judgements.justeval.json"
 PARTS_DIR = "judgements.parts"
+PLOT_FILES = frozenset({"radar.png", "bars.png", "pairwise.png"})
 SUMMARY_SCHEMA = "tunescope.judge_summary/1"
 
 
@@ -68,6 +73,23 @@ class JudgeResult:
     stats: RunStats | None = None
     """What this run sent, resumed and read from the cache (None for an import)."""
 
+    @property
+    def complete(self) -> bool:
+        """Whether every request got a reply (False: rerun the same command to complete the run)."""
+        return bool(self.summary.get("complete", True))
+
+
+def incomplete_message(summary: dict[str, Any], out: Path) -> str | None:
+    """One line on a judge run whose requests did not all get a reply: how many, why, and what to do; else None."""
+    missing = summary.get("unanswered") or {}
+    if summary.get("complete", True) or not missing.get("count"):
+        return None
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in missing["by_reason"].items())
+    return (
+        f"{missing['count']} of {missing['of']} judge requests got no reply ({reasons}); the judgements so far are "
+        f"kept in {out}, and rerunning the same command asks only for the missing ones"
+    )
+
 
 def stand_in_note(judge: dict[str, Any]) -> str:
     """The label every stand-in judge's summary carries."""
@@ -82,14 +104,23 @@ def stand_in_note(judge: dict[str, Any]) -> str:
 # Building blocks
 
 
-def build_backend(config: JudgeConfig, *, device: str | None = None) -> Backend:
-    """The judge backend the settings name (``device``: where a local judge goes unless the settings say)."""
+def build_backend(
+    config: JudgeConfig, *, device: str | None = None, json_mode_memory: JsonModeMemory | None = None
+) -> Backend:
+    """The judge backend the settings name.
+
+    Args:
+        config: The judge's settings.
+        device: Where a local judge goes unless the settings say.
+        json_mode_memory: Where ``--json-mode auto`` remembers the mode a server accepts (the reply cache).
+    """
     return backend_from_settings(
         config,
         config.resolved_judge_model,
         json_mode=config.json_mode,
         device=config.device or device,
         model_flag="--judge-model",
+        json_mode_memory=json_mode_memory,
     )
 
 
@@ -303,8 +334,14 @@ def _run_sharded(
     require_visible(busy_part_files(parts, state, len(pending)))
     _join_judgement_parts(log_path, parts, tasks)
     latest = read_judgements(log_path)
-    records = [latest[task.key] for task in tasks]
-    total = RunStats(records={task.key: latest[task.key] for task in tasks}, resumed=len(tasks) - len(pending))
+    # A run that stopped sending left some tasks without a record of this request.
+    current = {
+        task.key: latest[task.key]
+        for task in tasks
+        if task.key in latest and latest[task.key].get("request_sha256") == task.request_key
+    }
+    records = list(current.values())
+    total = RunStats(records=current, resumed=len(tasks) - len(pending))
     total.cache_hits, total.sent, total.request_errors = counts["cache_hits"], counts["sent"], counts["request_errors"]
     return total, records
 
@@ -335,9 +372,15 @@ def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
 
     Raises:
         UserError: for bad input or an output directory that holds something else.
-        BackendError: when the judge refuses every request or stops answering.
+        BackendError: when the judge refuses every request.
+        OutputBusy: when another process is writing into ``config.out``.
     """
     state = process_state()
+    with output_lock(config.out, state=state):  # covers judgements.jsonl and its part logs
+        return _judge(config, state, overwrite=overwrite)
+
+
+def _judge(config: JudgeConfig, state: Any, *, overwrite: bool) -> JudgeResult:
     if config.import_justeval:
         records = import_justeval(config.import_justeval)
         out = _claim_output(config, overwrite, state)
@@ -355,13 +398,18 @@ def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
         response_sets = [
             ResponseSet(s.label, s.path, s.fingerprint, s.responses[: config.limit]) for s in response_sets
         ]
-    backend = build_backend(config, device=model_device(state))
-    judge_info = judge_description(backend, config.stand_in)
-    if judge_info["stand_in"] and state.is_main_process:
-        warnings.warn(stand_in_note(judge_info), stacklevel=2)
-    tasks = build_tasks(config.mode, response_sets, backend)
     cache = ReplyCache(config.cache_dir) if config.cache else None
-    out = _claim_output(config, overwrite, state)
+    try:
+        backend = build_backend(config, device=model_device(state), json_mode_memory=cache)
+        judge_info = judge_description(backend, config.stand_in)
+        if judge_info["stand_in"] and state.is_main_process:
+            warnings.warn(stand_in_note(judge_info), stacklevel=2)
+        tasks = build_tasks(config.mode, response_sets, backend)
+        out = _claim_output(config, overwrite, state)
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        raise
     prompts = {config.mode: TEMPLATES[config.mode].describe()}
     bar = _progress_bar(len(tasks), enabled=state.is_main_process)
 
@@ -380,7 +428,7 @@ def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
     try:
         if state.num_processes == 1 and not (out / PARTS_DIR).is_dir():
             stats = run(tasks, out / JUDGEMENTS_FILE)
-            records = [stats.records[task.key] for task in tasks]
+            records = [stats.records[task.key] for task in tasks if task.key in stats.records]
         else:
             joined = _run_sharded(state, tasks, out, run)
             stats, records = joined if joined is not None else (None, [])
@@ -393,7 +441,11 @@ def judge(config: JudgeConfig, *, overwrite: bool = False) -> JudgeResult:
         state.wait_for_everyone()
         return _written_result(out)
     responses = {(s.label, r.id): r for s in response_sets for r in s.responses}
-    result = _finish(config, out, records, judge_info, responses=responses, stats=stats)
+    missing = unanswered(tasks, stats.records if stats else {})
+    result = _finish(
+        config, out, records, judge_info, responses=responses, stats=stats,
+        missing={"count": sum(missing.values()), "of": len(tasks), "by_reason": missing},
+    )  # fmt: skip
     state.wait_for_everyone()
     return result
 
@@ -406,6 +458,7 @@ def _finish(
     *,
     responses: dict[tuple[str, str], ResponseRecord],
     stats: RunStats | None,
+    missing: dict[str, Any] | None = None,
 ) -> JudgeResult:
     mode = records[0]["mode"] if records else config.mode
     summary = summarize(
@@ -423,7 +476,12 @@ def _finish(
             "sent": stats.sent,
             "request_errors": stats.request_errors,
         }
-    drawn = draw_plots(summary, out) if config.plots and records else []
+    summary["unanswered"] = missing or {"count": 0, "of": len(records), "by_reason": {}}
+    summary["complete"] = summary["unanswered"]["count"] == 0
+    # No figure of a partial run: it would be read as the result. The rerun that completes it draws them.
+    drawn = draw_plots(summary, out) if config.plots and records and summary["complete"] else []
+    for stale in PLOT_FILES - {path.name for path in drawn}:
+        (out / stale).unlink(missing_ok=True)
     summary["files"] = {"judgements": JUDGEMENTS_FILE, "plots": [path.name for path in drawn]}
     if config.export_justeval:
         if mode == "pairwise" or not responses:

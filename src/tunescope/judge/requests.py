@@ -13,9 +13,11 @@ order for pairwise) and its ``request_key`` (the cache key: judge identity + exa
 4. appends one JSON line per judgement as it completes, flushed at once, so killing the process
    loses at most the requests in flight.
 
-A request that fails for good (retries exhausted) is recorded with its error and asked again by
-the next run. When many fail in a row the endpoint is presumed down and the run stops, instead of
-writing a failure for every remaining item.
+A request that fails for good is recorded with its error, the reason failures are grouped by
+(``connection refused``, ``timeout``, ``HTTP 503``, ...) and whether the server refused it or no
+reply came; the next run asks it again. When many fail in a row the endpoint is presumed down and
+the run stops sending, instead of writing a failure for every remaining item: those tasks are left
+without a record, and :func:`unanswered` counts them with the failures for the summary.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 from tunescope.errors import UserError
 from tunescope.judge.parsing import REQUEST_FAILURE, ParsedReply, parse_reply
-from tunescope.llm import Backend, BackendError, Reply, ReplyCache, RequestFailed
+from tunescope.llm import Backend, Reply, ReplyCache, RequestFailed
 
 RECORD_SCHEMA = "tunescope.judgement/1"
 
@@ -70,6 +72,8 @@ class RunStats:
     """Tasks sent to the backend."""
     request_errors: int = 0
     """Sent tasks that got no reply."""
+    stopped: str | None = None
+    """Why sending stopped before every task was sent (too many failures in a row), if it did."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -120,6 +124,29 @@ def is_done(record: dict[str, Any] | None, task: JudgeTask) -> bool:
     return record is not None and record.get("request_sha256") == task.request_key and record.get("status") != "error"
 
 
+NOT_SENT = "not sent (stopped after too many failures in a row)"
+"""The reason of a task that has no record because the run stopped sending."""
+
+
+def unanswered(tasks: list[JudgeTask], records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many tasks got no reply, by reason: never sent, or failed without a reply after the retries.
+
+    A request the server refused (a 4xx, an unsupported parameter) is a reply: it is counted as a
+    failed judgement, not here, since asking again would change nothing.
+    """
+    reasons: dict[str, int] = {}
+    for task in tasks:
+        record = records.get(task.key)
+        if record is None or record.get("request_sha256") != task.request_key:
+            reason = NOT_SENT
+        elif record.get("status") == "error" and not record.get("refused"):
+            reason = record.get("error_reason") or "no reply"
+        else:
+            continue
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda item: -item[1]))
+
+
 # ------------------------------------------------------------------------------------------
 # Records
 
@@ -149,7 +176,13 @@ def judgement_record(
     }
     if reply is None:
         parsed = ParsedReply(failures=dict.fromkeys(task.aspects, REQUEST_FAILURE))
-        record |= {"status": "error", "error": str(error), "attempts": error.attempts if error else 0}
+        record |= {
+            "status": "error",
+            "error": str(error),
+            "error_reason": error.reason if error else "no reply",
+            "refused": bool(error and error.refused),
+            "attempts": error.attempts if error else 0,
+        }
     else:
         parsed = parse_reply(task.mode, reply.text, task.aspects)
         record["status"] = parsed.status
@@ -163,6 +196,7 @@ def judgement_record(
             "cached": cached,
             "attempts": reply.attempts,
             "latency_s": round(reply.latency_s, 3),
+            "json_mode": reply.json_mode,
         }
     record["time"] = _now()
     return record
@@ -194,12 +228,12 @@ def run_tasks(
         prompts: Template identity per mode, copied into every record.
         cache: Reply cache to read before sending and write after each reply.
         concurrency: Most requests in flight at once (the backend may allow fewer).
-        max_consecutive_errors: Stop after this many failed requests in a row (default: twice the
-            concurrency, at least 8).
+        max_consecutive_errors: Stop sending after this many requests in a row got no reply
+            (default: twice the concurrency, at least 8); the rest are left for the next run.
         progress: Called with the number of tasks finished since the last call.
 
     Raises:
-        BackendError: when the backend refuses all requests or too many fail in a row.
+        BackendError: when the backend refuses every request (a refused key, an unknown model).
     """
     existing = read_judgements(log_path)
     stats = RunStats(records={})
@@ -276,14 +310,12 @@ def _send(
                 reply = future.result()
             except RequestFailed as err:
                 stats.request_errors += 1
-                consecutive_errors += 1
+                consecutive_errors = 0 if err.refused else consecutive_errors + 1
                 for task in group:
                     write(judgement_record(task, judge, prompts[task.mode], error=err))
                 if consecutive_errors >= give_up_after:
-                    raise BackendError(
-                        f"{consecutive_errors} judge requests in a row failed (last: {err}); stopping. "
-                        "Rerun the same command to resume once the endpoint works."
-                    ) from None
+                    stats.stopped = f"{consecutive_errors} requests in a row got no reply (last: {err})"
+                    break
                 continue
             consecutive_errors = 0
             for index, task in enumerate(group):

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tunescope.llm.base import Backend, BackendError, JsonMode, Reply, RequestFailed
+from tunescope.llm.base import (
+    AUTO_JSON_MODES,
+    Backend,
+    BackendError,
+    FormatRefused,
+    JsonMode,
+    JsonModeMemory,
+    Reply,
+    RequestFailed,
+)
 from tunescope.llm.cache import ReplyCache, request_key
 from tunescope.llm.http import OpenAICompatibleBackend
 from tunescope.llm.local import HFBackend
@@ -46,7 +55,13 @@ class BackendSettings(Protocol):
 
 
 def backend_from_settings(
-    settings: BackendSettings, model: str, *, json_mode: JsonMode, device: str | None, model_flag: str
+    settings: BackendSettings,
+    model: str,
+    *,
+    json_mode: JsonMode,
+    device: str | None,
+    model_flag: str,
+    json_mode_memory: JsonModeMemory | None = None,
 ) -> Backend:
     """The backend ``settings.backend`` names ("openai" or "hf"), for ``model``.
 
@@ -56,6 +71,7 @@ def backend_from_settings(
         json_mode: How to ask for JSON; "none" asks for plain-text replies.
         device: Where a local model goes (default: a GPU when there is one).
         model_flag: The command's flag for ``model`` (e.g. ``--judge-model``), named in error messages.
+        json_mode_memory: Where ``auto`` remembers the JSON mode a server accepts (the reply cache).
     """
     if settings.backend == "openai":
         assert settings.base_url  # checked by the config
@@ -71,23 +87,27 @@ def backend_from_settings(
             backoff_s=settings.backoff,
             concurrency=settings.concurrency,
             model_flag=model_flag,
+            json_mode_memory=json_mode_memory,
         )
     return HFBackend(
         model,
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
         device=device,
-        json_prefix=json_mode != "none",
+        constrained=json_mode != "none",
         model_flag=model_flag,
     )
 
 
 __all__ = [
+    "AUTO_JSON_MODES",
     "Backend",
     "BackendError",
     "BackendSettings",
+    "FormatRefused",
     "HFBackend",
     "JsonMode",
+    "JsonModeMemory",
     "OpenAICompatibleBackend",
     "Reply",
     "ReplyCache",

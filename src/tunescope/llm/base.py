@@ -13,9 +13,14 @@ from typing import Any, Literal, Protocol
 
 from tunescope.errors import TunescopeError
 
-JsonMode = Literal["json_object", "json_schema", "json_object_schema", "none"]
+JsonMode = Literal["auto", "json_object", "json_schema", "json_object_schema", "none"]
 """How to ask a server for JSON. ``json_schema`` is OpenAI's structured output (also vLLM, Ollama);
-``json_object_schema`` is llama-cpp-python's dialect, a ``json_object`` carrying the schema."""
+``json_object_schema`` is llama-cpp-python's dialect, a ``json_object`` carrying the schema;
+``auto`` tries them in :data:`AUTO_JSON_MODES` order and keeps the first the server accepts."""
+
+AUTO_JSON_MODES: tuple[str, ...] = ("json_schema", "json_object_schema", "json_object", "none")
+"""What ``auto`` tries, most constraining first: a reply held to the schema parses best, a bare JSON
+object next, and the prompt alone always works."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Reply:
     """Requests sent to get it (1 plus retries)."""
     latency_s: float = 0.0
     """Seconds from the first attempt to the reply."""
+    json_mode: str | None = None
+    """How the request asked for JSON (with ``auto``, the mode the server accepted); None when not known."""
 
 
 class RequestFailed(Exception):
@@ -40,13 +47,41 @@ class RequestFailed(Exception):
     A later run asks again: a failed request is never cached.
     """
 
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, *, reason: str = "error", refused: bool = False) -> None:
+        """Describe the failure.
+
+        Args:
+            message: The whole story, for the record.
+            attempts: Requests sent (1 plus retries).
+            reason: A short cause that failures are grouped by: ``connection refused``, ``timeout``,
+                ``HTTP 503``, ...
+            refused: The server answered and refused this request as given; asking again would get
+                the same answer. False: no reply came (the endpoint was down, slow or overloaded).
+        """
         super().__init__(message)
         self.attempts = attempts
+        self.reason = reason
+        self.refused = refused
+
+
+class FormatRefused(RequestFailed):
+    """The server refused the way the request asked for JSON (``response_format``), not the request itself."""
 
 
 class BackendError(TunescopeError):
     """The backend cannot work at all (refused key, unknown model, wrong URL): stop the run."""
+
+
+class JsonModeMemory(Protocol):
+    """Where the JSON mode a server accepts is remembered between runs (the reply cache)."""
+
+    def json_mode(self, server: str, model: str) -> str | None:
+        """The mode remembered for ``model`` at ``server``, or None."""
+        ...
+
+    def remember_json_mode(self, server: str, model: str, mode: str | None) -> None:
+        """Remember ``mode`` for ``model`` at ``server`` (None forgets it)."""
+        ...
 
 
 class Backend(Protocol):

@@ -8,7 +8,8 @@ better parser re-reads old replies for free.
 The store is one SQLite file (standard library, transactional, safe across threads and across
 processes writing at once). It lives under tunescope's cache directory by default, so a rerun
 into another output directory still finds its replies. Only replies are stored: never a request
-header, so never an API key.
+header, so never an API key. Beside the replies it remembers which JSON mode each server accepts
+(see ``json_mode="auto"`` in :mod:`tunescope.llm.http`), keyed by the server's public URL and model.
 """
 
 from __future__ import annotations
@@ -59,7 +60,14 @@ class ReplyCache:
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge_model TEXT, text TEXT, "
-                "finish_reason TEXT, usage TEXT, created REAL)"
+                "finish_reason TEXT, usage TEXT, created REAL, json_mode TEXT)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+            if "json_mode" not in columns:  # a cache written before replies recorded their JSON mode
+                self._db.execute("ALTER TABLE replies ADD COLUMN json_mode TEXT")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS json_modes "
+                "(server TEXT, model TEXT, mode TEXT, PRIMARY KEY (server, model))"
             )
             self._db.commit()
         except (OSError, sqlite3.Error) as err:
@@ -68,18 +76,38 @@ class ReplyCache:
     def get(self, key: str) -> Reply | None:
         """The cached reply for ``key``, or None."""
         with self._lock:
-            row = self._db.execute("SELECT text, finish_reason, usage FROM replies WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT text, finish_reason, usage, json_mode FROM replies WHERE key = ?", (key,)
+            ).fetchone()
         if row is None:
             return None
-        return Reply(text=row[0], finish_reason=row[1], usage=json.loads(row[2] or "{}"), attempts=0)
+        return Reply(text=row[0], finish_reason=row[1], usage=json.loads(row[2] or "{}"), attempts=0, json_mode=row[3])
 
     def put(self, key: str, judge_model: str, reply: Reply) -> None:
         """Store ``reply`` under ``key`` (the first reply for a key wins)."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
-                (key, judge_model, reply.text, reply.finish_reason, json.dumps(reply.usage), time.time()),
-            )
+                "INSERT OR IGNORE INTO replies (key, judge_model, text, finish_reason, usage, created, json_mode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, judge_model, reply.text, reply.finish_reason, json.dumps(reply.usage), time.time(),
+                 reply.json_mode),
+            )  # fmt: skip
+            self._db.commit()
+
+    def json_mode(self, server: str, model: str) -> str | None:
+        """The JSON mode ``server`` accepted for ``model`` in an earlier run, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT mode FROM json_modes WHERE server = ? AND model = ?", (server, model)
+            ).fetchone()
+        return row[0] if row else None
+
+    def remember_json_mode(self, server: str, model: str, mode: str | None) -> None:
+        """Remember the JSON mode ``server`` accepts for ``model`` (None forgets it)."""
+        with self._lock:
+            self._db.execute("DELETE FROM json_modes WHERE server = ? AND model = ?", (server, model))
+            if mode is not None:
+                self._db.execute("INSERT INTO json_modes VALUES (?, ?, ?)", (server, model, mode))
             self._db.commit()
 
     def __len__(self) -> int:

@@ -2,8 +2,10 @@
 
 :class:`HFBackend` loads its model through :mod:`tunescope.models` (a tunescope asset, model or
 adapter directory, .gguf file, or hub id) only when a request actually needs it, so a rerun whose
-replies are all cached never loads it. A model smaller than 1B parameters is labelled a stand-in:
-it shows that a pipeline works, not what a strong model would answer.
+replies are all cached never loads it. With a reply schema, decoding is constrained to it
+(:mod:`tunescope.llm.constrained`), so even a tiny model replies with valid JSON of the schema. A
+model smaller than 1B parameters is labelled a stand-in: it shows that a pipeline works, not what a
+strong model would answer.
 """
 
 from __future__ import annotations
@@ -17,24 +19,33 @@ import torch
 from safetensors import safe_open
 
 from tunescope.errors import UserError
-from tunescope.llm.base import Reply
+from tunescope.llm.base import BackendError, Reply
+from tunescope.llm.constrained import (
+    SchemaConstraint,
+    bounded_schema,
+    grammar_tokenizer,
+    string_budget,
+    tokens_needed,
+)
 from tunescope.models import load_model, load_tokenizer, resolve_model
 
 STAND_IN_MAX_PARAMETERS = 1_000_000_000
 """A local model smaller than this is labelled a stand-in: its judgements or rewrites are not meaningful."""
+MIN_STRING_CHARS = 8
+"""Fewest characters a constrained reply leaves each free string (a reason); fewer is a --max-tokens error."""
 
 
-def reply_prefix(schema: dict[str, Any]) -> str:
-    """The opening of a valid reply, up to the first free text: ``{"helpfulness": {"reason": "``.
+def _library_version(name: str) -> str:
+    from importlib.metadata import version
 
-    A local model has no constrained decoding; starting its reply with this prefix puts it on the
-    schema's track (a small model otherwise tends to answer the query instead of judging it).
-    """
-    key = schema["required"][0]
-    value = schema["properties"][key]
-    if value.get("type") == "object":
-        return f'{{"{key}": {reply_prefix(value)}'
-    return f'{{"{key}": "' if value.get("type") == "string" else f'{{"{key}": '
+    return version(name)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokenizer's EOS and the model's own end-of-sequence ids."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
 def parameter_count(location: str | Path) -> int | None:
@@ -71,7 +82,7 @@ class HFBackend:
         max_tokens: int = 1024,
         trust_remote_code: bool = False,
         device: str | None = None,
-        json_prefix: bool = True,
+        constrained: bool = True,
         model_flag: str = "--model",
     ) -> None:
         """Resolve the model (converting a GGUF file or preparing an asset); load it lazily.
@@ -82,8 +93,8 @@ class HFBackend:
             max_tokens: Most new tokens per reply.
             trust_remote_code: Allow model code shipped with the checkpoint to run.
             device: ``cpu``, ``cuda``, ...; by default the first GPU when there is one.
-            json_prefix: Start every reply with the opening of the reply schema (see
-                :func:`reply_prefix`); the recorded reply includes it.
+            constrained: Constrain decoding to the reply schema of each request (free strings become
+                plain ASCII short enough for the whole reply to fit ``max_tokens``); False ignores schemas.
             model_flag: The command-line flag that names ``model``, for error messages.
         """
         self.model = model
@@ -91,7 +102,7 @@ class HFBackend:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_concurrency: int | None = 1  # one generation at a time; parallel calls would just queue
-        self.uses_schema = json_prefix
+        self.uses_schema = constrained
         self._trust_remote_code = trust_remote_code
         self._device = device
         self._source = resolve_model(model)
@@ -102,6 +113,7 @@ class HFBackend:
             [_weights_fingerprint(self._source.location), _weights_fingerprint(weights.location)] if local else None
         )
         self._loaded: tuple[Any, Any] | None = None
+        self._grammar_tokenizer: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -110,7 +122,9 @@ class HFBackend:
         return self.model == "smollm2" or (self.parameters is not None and self.parameters < STAND_IN_MAX_PARAMETERS)
 
     def _decoding(self) -> dict[str, Any]:
-        return {"json_prefix": self.uses_schema, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        # Part of the cache key: replies decoded without the constraint are never reused for constrained ones.
+        constraint = f"llguidance {_library_version('llguidance')}" if self.uses_schema else None
+        return {"constrained": constraint, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def identity(self) -> dict[str, Any]:
         """Model, its weight files, and decoding settings."""
@@ -132,30 +146,58 @@ class HFBackend:
             self._loaded = (model.to(device), tokenizer)
         return self._loaded
 
+    def _constraint(self, tokenizer: Any, schema: dict[str, Any]) -> SchemaConstraint:
+        """The logits processor that keeps one reply inside ``schema`` and within ``max_tokens``.
+
+        Raises:
+            BackendError: when ``max_tokens`` cannot hold the schema's skeleton with a few characters per
+                string, or the tokenizer is not one llguidance can read.
+        """
+        budget = string_budget(tokenizer, schema, self.max_tokens)
+        if budget < MIN_STRING_CHARS:
+            needed = tokens_needed(tokenizer, schema, MIN_STRING_CHARS)
+            raise BackendError(
+                f"--max-tokens {self.max_tokens} is too small for a reply in the reply schema with {self.model}: "
+                f"it needs at least {needed} tokens"
+            )
+        if self._grammar_tokenizer is None:
+            try:
+                self._grammar_tokenizer = grammar_tokenizer(tokenizer)
+            except ValueError as err:
+                raise BackendError(f"{self.model_flag} {self.model}: constrained decoding needs {err}") from None
+        return SchemaConstraint(self._grammar_tokenizer, bounded_schema(schema, budget))
+
     def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> Reply:
-        """Generate one reply; with a ``schema``, the reply starts with its opening (not enforced beyond)."""
+        """Generate one reply; with a ``schema`` (and ``constrained``), decoding cannot leave it."""
+        from transformers import LogitsProcessorList
+
         with self._lock:
             started = time.perf_counter()
             model, tokenizer = self._load()
-            prefix = reply_prefix(schema) if schema else ""
-            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
+            constraint = self._constraint(tokenizer, schema) if schema and self.uses_schema else None
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
             if self.temperature > 0:
                 decoding: dict[str, Any] = {"do_sample": True, "temperature": self.temperature}
             else:  # greedy; clear the model's own sampling defaults so they do not warn
                 decoding = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            if constraint is not None:
+                decoding["logits_processor"] = LogitsProcessorList([constraint])
+                # The grammar ends a complete reply with the tokenizer's EOS, which must also stop generation.
+                decoding["eos_token_id"] = _stop_ids(model, tokenizer)
             with torch.no_grad():
                 output = model.generate(
                     **inputs, max_new_tokens=self.max_tokens, pad_token_id=tokenizer.pad_token_id, **decoding
                 )
             new_tokens = output[0, inputs["input_ids"].shape[1] :]
-            ended = len(new_tokens) > 0 and int(new_tokens[-1]) == tokenizer.eos_token_id
+            ended = len(new_tokens) > 0 and int(new_tokens[-1]) in _stop_ids(model, tokenizer)
             return Reply(
-                text=prefix + tokenizer.decode(new_tokens, skip_special_tokens=True),
+                text=tokenizer.decode(new_tokens, skip_special_tokens=True),
                 finish_reason="stop" if ended or len(new_tokens) < self.max_tokens else "length",
                 usage={"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new_tokens)},
                 attempts=1,
                 latency_s=time.perf_counter() - started,
+                json_mode="grammar" if constraint is not None else "none",
             )
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 For each model (the base first, then every tuned one):
 
 * knowledge uptake, on three matched question sets (:func:`tunescope.facts.question_sets`):
-  paraphrased questions about the fictional facts the tuned runs were taught (``facts``), the same
+  paraphrased questions about the fictional facts the tuned runs were taught (``facts``; a run is
+  also taught what the runs it started from were, e.g. encyclopedia articles it read during
+  continued pre-training, see :func:`taught_fact_ids`), the same
   questions about invented entities no run was taught (``control``: the rate reached without the
   fact), and the taught facts in the training wording (``training_wording``: the positive control,
   where memorised training sentences show first). Multiple-choice accuracy (and, with
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,17 @@ from pydantic import Field
 from tunescope.config import Config
 from tunescope.data import load_examples
 from tunescope.errors import UserError
-from tunescope.facts import N_OPTIONS, ProbeQuestion, QuestionSets, question_sets, shipped_facts
+from tunescope.facts import (
+    ARTICLE_ATTRIBUTE,
+    N_OPTIONS,
+    ProbeQuestion,
+    QuestionSets,
+    question_sets,
+    shipped_facts,
+)
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
+from tunescope.locks import output_lock
 from tunescope.models import load_model, load_tokenizer
 from tunescope.probe.forgetting import (
     ForgettingScore,
@@ -49,14 +60,15 @@ from tunescope.probe.knowledge import (
     exact_matches,
     option_scores,
 )
-from tunescope.rundir import saved_config
+from tunescope.rundir import run_directory, run_lineage, saved_config
 from tunescope.stats import RESAMPLES, paired_proportions
 from tunescope.train import TrainConfig
 
 PROBE_FILE = "probe.json"
 """The probes' results, in the output directory."""
-SCHEMA_VERSION = 2
-"""Version of probe.json's layout (1: accuracies only, no per-set outcomes; 2: matched sets and intervals)."""
+SCHEMA_VERSION = 3
+"""Version of probe.json's layout (1: accuracies only, no per-set outcomes; 2: matched sets and intervals;
+3: per model, which fact questions its run (with its ancestors) was taught, its lineage, and labels)."""
 FACT_SETS = ("facts", "control", "training_wording")
 """The knowledge question sets, item ``i`` of each about the same value with the same options."""
 
@@ -68,6 +80,9 @@ class ProbeConfig(Config):
     """The model before tuning: an asset name, model directory, .gguf file or Hugging Face id."""
     tuned: list[str]
     """Tuned models to compare with the base: tunescope run directories, adapters or model directories."""
+    labels: list[str] | None = None
+    """Names of the tuned models in comparisons, in the same order (e.g. lora cpt+lora); by default their
+    method where it names one run only, else the path."""
     out: str
     """Directory for probe.json, questions.jsonl (and the free answers, when asked for)."""
     max_questions: int = Field(default=96, gt=0)
@@ -87,28 +102,46 @@ class ProbeConfig(Config):
 
 
 def taught_fact_ids(run_dir: Path) -> set[str] | None:
-    """Ids (``entity/attribute``) of the fictional facts a tunescope run was trained on.
+    """Ids (``entity/attribute``) of the fictional facts a tunescope run was trained on, with its ancestors.
 
-    None when ``run_dir`` is not a run trained on fictional facts (its facts are all untaught).
+    A run that started from other runs (continued pre-training on the ``facts-text`` articles, then
+    instruction tuning) was taught what each of them was taught too. An example ``facts/<entity>/about``
+    (a description) or ``facts/<entity>/article`` (an encyclopedia article) teaches every attribute of
+    the entity; ``facts/<entity>/<attribute>`` teaches one. None when neither the run nor an ancestor was
+    trained on fictional facts (its facts are all untaught).
     """
     settings = saved_config(run_dir) if run_dir.is_dir() else None
     if settings is None:
         return None
-    examples = load_examples(TrainConfig.model_validate(settings)).examples
     attributes: dict[str, set[str]] = {}
     for fact in shipped_facts():
         attributes.setdefault(fact.entity, set()).add(fact.attribute)
     taught: set[str] = set()
-    for example in examples:
-        parts = example.id.split("/")
-        if len(parts) != 3 or parts[0] != "facts":
+    runs = [Path(entry["run"]) for entry in run_lineage(run_dir)] + [run_dir]
+    for run in runs:
+        run_settings = settings if run == run_dir else saved_config(run) if run.is_dir() else None
+        if run_settings is None:
+            warnings.warn(
+                f"{run_dir}: the run it started from, {run}, is not there; the facts it taught are not counted",
+                stacklevel=2,
+            )
             continue
-        _, entity, attribute = parts
-        # A description teaches every attribute of its entity; a question teaches one.
-        taught |= (
-            {f"{entity}/{a}" for a in attributes.get(entity, ())} if attribute == "about" else {f"{entity}/{attribute}"}
-        )
+        for example in load_examples(TrainConfig.model_validate(run_settings)).examples:
+            parts = example.id.split("/")
+            if len(parts) != 3 or parts[0] != "facts":
+                continue
+            _, entity, attribute = parts
+            whole_entity = attribute in ("about", ARTICLE_ATTRIBUTE)
+            taught |= (
+                {f"{entity}/{a}" for a in attributes.get(entity, ())} if whole_entity else {f"{entity}/{attribute}"}
+            )
     return taught or None
+
+
+def run_lineage_of(spec: str) -> list[dict[str, Any]]:
+    """The runs a tuned model's run descends from, oldest first (empty when it is not a run or has none)."""
+    run = run_directory(spec)
+    return run_lineage(run) if run else []
 
 
 def run_method(spec: str) -> str | None:
@@ -130,6 +163,8 @@ class ChosenQuestions:
     """Facts the tuned runs were taught (0 when none)."""
     note: str
     """What the questions are about, in a sentence or two."""
+    taught_by_run: dict[Path, set[str]] = field(default_factory=dict)
+    """Per tuned run, the facts it (with its ancestors) was taught; the union is what the questions cover."""
 
 
 def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> ChosenQuestions:
@@ -139,9 +174,8 @@ def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> ChosenQue
     taught values, the questions cover all shipped facts instead and ``facts_taught`` is False.
     """
     facts = shipped_facts()
-    taught: set[str] = set()
-    for run in tuned_runs:
-        taught |= taught_fact_ids(run) or set()
+    taught_by_run = {run: taught_fact_ids(run) or set() for run in tuned_runs}
+    taught: set[str] = set().union(*taught_by_run.values())
     sets = question_sets(facts, taught or None, seed)
     facts_taught = bool(taught) and bool(sets.facts)
     if facts_taught:
@@ -167,7 +201,7 @@ def choose_questions(tuned_runs: list[Path], limit: int, seed: int) -> ChosenQue
         training_wording=[sets.training_wording[i] for i in keep],
         skipped=sets.skipped,
     )
-    return ChosenQuestions(sets, facts_taught, len(taught), note)
+    return ChosenQuestions(sets, facts_taught, len(taught), note, taught_by_run)
 
 
 def _free_answers(
@@ -241,8 +275,13 @@ def _set_entry(questions: list[Any], result: ModelResult, name: str) -> dict[str
     return entry
 
 
-def _model_entry(result: ModelResult, sets: dict[str, list[Any]], method: str | None) -> dict[str, Any]:
+def _model_entry(
+    result: ModelResult, sets: dict[str, list[Any]], method: str | None, taught: set[str] | None, spec: str
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"method": method}
+    # Which fact questions this model's run was taught (its own data and its ancestors'); None for the base.
+    entry["taught"] = None if taught is None else [question.id in taught for question in sets["facts"]]
+    entry["lineage"] = run_lineage_of(spec)
     entry["sets"] = {name: _set_entry(questions, result, name) for name, questions in sets.items()}
     entry["facts_vs_control"] = paired_proportions(result.correct["control"], result.correct["facts"]).to_json()
     if result.exact:
@@ -266,8 +305,12 @@ def _model_entry(result: ModelResult, sets: dict[str, list[Any]], method: str | 
     return entry
 
 
-def _labels(base: str, tuned: list[str], methods: dict[str, str | None]) -> dict[str, str]:
-    """Short names for comparisons: 'base', the method when it names one run only, else the spec."""
+def _labels(
+    base: str, tuned: list[str], methods: dict[str, str | None], given: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Short names for comparisons: 'base'; the given label, or the method where it names one run only, or the spec."""
+    if given:
+        return {base: "base", **{spec: given.get(spec, spec) for spec in tuned}}
     counts = {method: list(methods.values()).count(method) for method in methods.values()}
     labels = {spec: (methods[spec] if methods[spec] and counts[methods[spec]] == 1 else spec) for spec in tuned}
     return {base: "base", **labels}
@@ -300,12 +343,20 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
 
     Raises:
         UserError: when a model cannot be loaded or the output directory cannot be written.
+        OutputBusy: when another process is writing into ``config.out``.
     """
+    with output_lock(config.out):
+        return _run_probes(config)
+
+
+def _run_probes(config: ProbeConfig) -> dict[str, Any]:
     out = Path(config.out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out {out}: cannot write there ({err.strerror})") from None
+    if config.labels is not None and len(config.labels) != len(config.tuned):
+        raise UserError(f"--labels: {len(config.labels)} labels for {len(config.tuned)} tuned models")
     tuned_runs = [Path(spec).expanduser() for spec in config.tuned]
     chosen = choose_questions(tuned_runs, config.max_questions, config.seed)
     passages = heldout_passages(config.passages, config.seed)
@@ -325,18 +376,21 @@ def run_probes(config: ProbeConfig) -> dict[str, Any]:
     results = {spec: _measure(spec, sets, passages, out, config) for spec in [config.base, *tuned]}
     models: dict[str, Any] = {}
     for spec, result in results.items():
-        models[spec] = _model_entry(result, sets, methods.get(spec))
+        taught = None if spec == config.base else chosen.taught_by_run.get(Path(spec).expanduser(), set())
+        models[spec] = _model_entry(result, sets, methods.get(spec), taught, spec)
         if spec != config.base:
             models[spec]["forgetting"] = compare_forgetting(
                 results[config.base].forgetting, result.forgetting, config.bootstrap_samples, config.seed
             )
-    labels = _labels(config.base, tuned, methods)
+    given = dict(zip(config.tuned, config.labels, strict=True)) if config.labels else None
+    labels = _labels(config.base, tuned, methods, given)
 
     report = {
         "schema_version": SCHEMA_VERSION,
         "base": config.base,
         "tuned": config.tuned,
         "methods": methods,
+        "labels": {spec: labels[spec] for spec in tuned},
         "facts_taught": chosen.facts_taught,
         "n_taught_facts": chosen.n_taught,
         "n_options": N_OPTIONS,

@@ -193,19 +193,20 @@ def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], max_length: in
     return sum(total for total, _ in losses) / max(sum(count for _, count in losses), 1)
 
 
-def response_loss(model: Any, examples: Sequence[Any], pad_id: int, batch_size: int = 4) -> float:
-    """Average next-token loss (nats per token) over the trained positions of tokenized examples.
+def response_token_losses(
+    model: Any, examples: Sequence[Any], pad_id: int, batch_size: int = 4
+) -> list[tuple[float, int]]:
+    """Per tokenized example, the summed next-token loss (nats) over its trained positions and their number.
 
-    ``examples`` are :class:`tunescope.data.TokenizedExample`: the loss covers exactly the
-    tokens training would (assistant turns by default), which is what "how surprising is this
-    data to the model" means for instruction tuning.
+    ``examples`` are :class:`tunescope.data.TokenizedExample`: the loss covers exactly the tokens
+    training would (assistant turns by default), which is what "how surprising is this data to the
+    model" means for instruction tuning. Kept per example, so that an interval can resample examples.
     """
-    total, count = 0.0, 0
+    losses: list[tuple[float, int]] = []
     for batch in _batches(list(examples), batch_size):
         ids, mask = pad_batch([example.input_ids for example in batch], pad_id)
         labels, _ = pad_batch([example.labels for example in batch], IGNORE_INDEX)
         logprobs = _token_logprobs(model, ids, mask)
         trained = (labels[:, 1:] != IGNORE_INDEX) & mask[:, 1:].bool()
-        total -= logprobs[trained].sum().item()
-        count += int(trained.sum())
-    return total / max(count, 1)
+        losses += [(-logprobs[row][trained[row]].sum().item(), int(trained[row].sum())) for row in range(len(batch))]
+    return losses

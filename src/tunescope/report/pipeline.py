@@ -16,6 +16,7 @@ from tunescope.borrow.report import render_section
 from tunescope.config import Config
 from tunescope.env import git_commit, package_versions
 from tunescope.files import write_json, write_text
+from tunescope.locks import output_lock
 from tunescope.report import figures
 from tunescope.report.collect import Cell, collect, probe_results
 from tunescope.report.findings import KNOWLEDGE_MARGIN, SIZE_MARGIN, UNITS, Finding, Settings, all_findings
@@ -191,6 +192,11 @@ def _notes(cells: list[Cell], settings: Settings) -> list[str]:
         notes.append(BASE_IS_INSTRUCT_NOTE)
     if any((cell.judge or {}).get("stand_in_judge") for cell in cells):
         notes.append("The judge is a small stand-in model: its scores show the pipeline working, not answer quality.")
+    if any((cell.judge or {}).get("complete") is False for cell in cells):
+        notes.append(
+            "A judge run is incomplete: some requests got no reply, so its scores cover only the answers judged so "
+            "far. Rerun the experiment to complete it."
+        )
     return notes
 
 
@@ -297,11 +303,13 @@ def build_report(
 
     Raises:
         UserError: when ``root`` holds no experiment.
+        OutputBusy: when another process is writing the same report.
     """
     root = Path(root).expanduser()
     out_dir = Path(out).expanduser() if out else root
-    data, cells = report_data(root, out_dir, Settings(bootstrap_samples, seed))
-    html_path, json_path = out_dir / "report.html", out_dir / "report.json"
-    write_json(json_path, data)
-    write_text(html_path, render_html(data, cells))
+    with output_lock(out_dir / "report.html", flag="--out"):
+        data, cells = report_data(root, out_dir, Settings(bootstrap_samples, seed))
+        html_path, json_path = out_dir / "report.html", out_dir / "report.json"
+        write_json(json_path, data)
+        write_text(html_path, render_html(data, cells))
     return Report(html_path, json_path, data["findings"])

@@ -26,6 +26,7 @@ from tunescope.distributed import model_device, process_state, require_visible, 
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, sha256_file, write_json, write_jsonl, write_yaml
 from tunescope.generate.store import ResponseRecord
+from tunescope.locks import output_lock
 from tunescope.rundir import CONFIG_FILE, DONE_FILE, check_run_dir
 from tunescope.shift.columns import viewer_columns
 from tunescope.shift.config import ShiftConfig, ShiftReportSettings
@@ -297,8 +298,21 @@ def compute_shift(
 
     Raises:
         UserError: for bad input, reported before any model is loaded where possible.
+        OutputBusy: when another process is writing ``config.out``.
     """
     state = process_state()
+    with output_lock(config.out, state=state):  # covers the output and its part files
+        return _compute_shift(config, state, overwrite=overwrite, pair=pair, progress=progress)
+
+
+def _compute_shift(
+    config: ShiftConfig,
+    state: Any,
+    *,
+    overwrite: bool,
+    pair: ModelPair | None,
+    progress: Callable[[int], None] | None,
+) -> ShiftResult:
     out = Path(config.out).expanduser()
     resolved = config_to_dict(config)
     check_run_dir(out, resolved, resume=False, overwrite=overwrite)

@@ -24,9 +24,10 @@ from tunescope import __version__
 from tunescope.data.dataset import resolve_data_source
 from tunescope.data.formats import detect_format, to_messages
 from tunescope.data.readers import RawDataset, RawRecord, read_dataset
-from tunescope.errors import TunescopeError, UserError
+from tunescope.errors import IncompleteRun, UserError
 from tunescope.files import atomic_path, write_json
 from tunescope.llm import Backend, RequestFailed, backend_from_settings
+from tunescope.locks import output_lock
 from tunescope.simplify.config import RUNTIME_SETTINGS, SimplifyConfig
 from tunescope.simplify.rules import (
     PROMPT_HASH,
@@ -209,16 +210,16 @@ def rewrite_all(
     backend: Backend,
     config: SimplifyConfig,
     progress: Callable[[int], None] | None,
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, RequestFailed]]:
     """Rewrite the records ``todo`` in parallel, appending each finished one to ``part`` and ``done``.
 
     Returns:
-        (row, message) of every record whose request failed for good; the others are done.
+        The record row of every request that failed for good, with the failure; the others are done.
 
     Raises:
         BackendError: when the backend refuses every request (requests in flight finish and are kept).
     """
-    failures: list[tuple[int, str]] = []
+    failures: list[tuple[int, RequestFailed]] = []
     stop = threading.Event()
     lock = threading.Lock()
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,7 @@ def rewrite_all(
                 line = _rewrite_record(row, plan, backend, config, stop)
             except RequestFailed as err:
                 with lock:
-                    failures.append((row, str(err)))
+                    failures.append((row, err))
                 return
             except BaseException:
                 stop.set()  # a crash or a refusing backend: the other workers start nothing new
@@ -342,9 +343,23 @@ def simplify(
 
     Raises:
         UserError: for bad input, or progress made with other settings.
-        TunescopeError: when some responses could not be rewritten (the finished ones are kept;
-            rerun to retry the rest), or the backend refuses every request.
+        IncompleteRun: when some responses could not be rewritten (the finished ones are kept;
+            rerun to retry the rest).
+        BackendError: when the backend refuses every request.
+        OutputBusy: when another process is writing ``config.out``.
     """
+    with output_lock(config.out):  # covers the dataset, its part file and its provenance
+        return _simplify(config, overwrite=overwrite, backend=backend, log=log, progress=progress)
+
+
+def _simplify(
+    config: SimplifyConfig,
+    *,
+    overwrite: bool,
+    backend: Backend | None,
+    log: Callable[[str], None] | None,
+    progress: Callable[[int], None] | None,
+) -> SimplifyResult:
     say = log or (lambda message: None)
     out = Path(config.out).expanduser()
     part = sibling(out, "part.jsonl")
@@ -370,10 +385,12 @@ def simplify(
         backend.close()
     seconds = time.perf_counter() - started
     if failures:
-        row, message = min(failures)
-        raise TunescopeError(
-            f"{len(failures)} of {len(raw.records)} records could not be rewritten (first: "
-            f"{raw.records[row].locator}: {message}); {len(done)} finished ones are kept in {part}: "
+        row, first = min(failures, key=lambda failure: failure[0])
+        reasons = Counter(failure.reason for _, failure in failures)
+        raise IncompleteRun(
+            f"{len(failures)} of {len(raw.records)} records could not be rewritten "
+            f"({', '.join(f'{reason}: {count}' for reason, count in reasons.most_common())}; first: "
+            f"{raw.records[row].locator}: {first}); {len(done)} finished ones are kept in {part}: "
             "run the same command again to retry the rest"
         )
     # Every record is done: write the dataset, then its provenance, then keep the log of rewrites.

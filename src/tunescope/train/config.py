@@ -65,8 +65,13 @@ class TrainConfig(MonitorSettings, LoraSettings, DataSettings, ModelSettings):
     """AdamW weight decay."""
     max_grad_norm: float = Field(default=1.0, gt=0)
     """Gradient clipping norm."""
+    neftune_noise_alpha: float | None = Field(default=None, gt=0)
+    """NEFTune: add uniform noise of scale alpha / sqrt(length x width) to the input embeddings while
+    training (Jain et al. 2023, whose default alpha is 5; the paper's NFT is full fine-tuning with it).
+    The length is each example's own, however examples are batched. Unset: no noise."""
     batch_size: int = Field(default=32, gt=0)
-    """Effective batch: examples per optimizer step over all processes (the paper's 32)."""
+    """Effective batch: examples per optimizer step over all processes (the paper's 32); for text data,
+    rows of documents packed to max_length."""
     micro_batch_size: int = Field(default=4, gt=0)
     """Examples per forward pass per process; gradient accumulation makes up the effective batch."""
     gradient_checkpointing: bool = False

@@ -4,6 +4,13 @@ The pipeline is: claim the run directory -> load and tokenize the data (fail fas
 model is loaded) -> load the model -> wrap it with LoRA or leave it whole -> train, logging every
 step to ``metrics.jsonl`` and checkpointing for ``--resume`` -> write the final adapter or model
 under a temporary name and rename it -> plot the loss -> write ``run.json`` last.
+
+Text data (``--format text``) is continued pre-training: documents cut to ``max_length``, every token
+trained, packed into rows of ``max_length`` by TRL's best-fit-decreasing packing. A run can start from
+another run (``--model runs/cpt``): a full run's model is tuned further; a LoRA run's adapter is first
+merged into its base, and a new LoRA run keeps that merged model beside its adapter (``merged-parent/``)
+as the adapter's base, so everything downstream sees one ordinary adapter. ``provenance.json`` records
+the chain of runs (``lineage``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from tunescope.data import (
     load_examples,
     nested_subset,
     render_prompt,
+    tokenize_documents,
     tokenize_examples,
 )
 from tunescope.data.templates import apply_template_choice
@@ -34,10 +42,24 @@ from tunescope.distributed import broadcast, process_state
 from tunescope.env import device_info, git_commit, package_versions
 from tunescope.errors import UserError
 from tunescope.files import atomic_path, write_json
-from tunescope.models import ModelSource, load_model, load_tokenizer, resolve_model
-from tunescope.rundir import DONE_FILE, RunState, check_run_dir, start_run_dir
+from tunescope.locks import output_lock
+from tunescope.models import MERGED_PARENT, ModelSource, load_model, load_tokenizer, resolve_model
+from tunescope.rundir import (
+    DONE_FILE,
+    PROVENANCE_FILE,
+    RunState,
+    check_run_dir,
+    lineage_entry,
+    run_directory,
+    run_lineage,
+    start_run_dir,
+)
 from tunescope.train.checkpoint import latest_checkpoint
 from tunescope.train.config import TrainConfig, shared_learning_rate_warning
+
+PACKING_STRATEGY = "bfd"
+"""TRL's packing of text pieces into rows: best-fit decreasing, which keeps each piece whole (the pieces are
+already cut to max_length), and attention stays within each piece through its position ids."""
 
 # Settings that may change when a run is resumed without changing its result.
 # The two speed settings change only rounding, and runs from before they existed lack them.
@@ -64,6 +86,11 @@ class TrainingData:
     template: str | None
     """The chat template the examples were rendered with: None for the tokenizer's own, else its name or path."""
 
+    @property
+    def packed(self) -> bool:
+        """Whether this is text data (continued pre-training), packed into rows of max_length."""
+        return self.loaded.format == "text"
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -88,8 +115,14 @@ def prepare_training_data(config: TrainConfig, tokenizer: Any, loaded: LoadedDat
         UserError: when the data is unusable, including when max_length leaves no example with a
             trained token.
     """
-    template = apply_template_choice(tokenizer, config.template)
     loaded = loaded or load_examples(config)
+    if loaded.format == "text":
+        pieces = tokenize_documents(tokenizer, loaded.examples, max_length=config.max_length)
+        if not pieces:
+            raise UserError(f"{loaded.source}: no document is long enough to train on (two tokens or more)")
+        split = len({piece.example_id.rsplit("#", 1)[0] for piece in pieces if piece.full_length > config.max_length})
+        return TrainingData(loaded, pieces, split, 0, None)
+    template = apply_template_choice(tokenizer, config.template)
     tokenized = tokenize_examples(tokenizer, loaded.examples, max_length=config.max_length, train_on=config.train_on)
     usable = [example for example in tokenized if example.trained_tokens > 0]
     if not usable:
@@ -119,6 +152,19 @@ def length_statistics(data: TrainingData) -> dict[str, Any]:
             "max": ordered[-1],
         }
 
+    tokens = {
+        "tokens": summary([len(example.input_ids) for example in data.examples]),
+        "trained_tokens": summary([example.trained_tokens for example in data.examples]),
+    }
+    if data.packed:
+        return {
+            "records": data.loaded.n_records,
+            "empty_documents": data.loaded.n_without_response,
+            "documents": len(data.loaded.examples),
+            "pieces": len(data.examples),
+            "documents_split": data.n_truncated,
+            **tokens,
+        }
     return {
         "records": data.loaded.n_records,
         "without_response": data.loaded.n_without_response,
@@ -126,8 +172,7 @@ def length_statistics(data: TrainingData) -> dict[str, Any]:
         "used": len(data.examples),
         "truncated": data.n_truncated,
         "dropped_too_long": data.n_too_long,
-        "tokens": summary([len(example.input_ids) for example in data.examples]),
-        "trained_tokens": summary([example.trained_tokens for example in data.examples]),
+        **tokens,
     }
 
 
@@ -151,21 +196,49 @@ def dry_run(config: TrainConfig, n_examples: int = 3) -> str:
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = prepare_training_data(config, tokenizer)
     stats = length_statistics(data)
-    lines = [
-        f"data: {data.loaded.source} (format {data.loaded.format}, {stats['used']} examples used, "
-        f"template {data.template or 'of the tokenizer'})",
-        "text in ⟦ ⟧ carries no loss; the rest is trained on",
-    ]
+    if data.packed:
+        lines = [
+            f"data: {data.loaded.source} (format text, {stats['documents']} documents in {stats['pieces']} pieces of "
+            f"at most {config.max_length} tokens, every token trained, packed into rows of {config.max_length})"
+        ]
+    else:
+        lines = [
+            f"data: {data.loaded.source} (format {data.loaded.format}, {stats['used']} examples used, "
+            f"template {data.template or 'of the tokenizer'})",
+            "text in ⟦ ⟧ carries no loss; the rest is trained on",
+        ]
     for number, example in enumerate(data.examples[:n_examples], start=1):
         lines += [
             f"--- example {number} (id {example.example_id}, {len(example.input_ids)} tokens, "
             f"{example.trained_tokens} trained) ---",
             render_masked(tokenizer, example, "⟦", "⟧"),
         ]
-    steps = -(-len(data.examples) // config.batch_size)
+    rows = _packed_rows(data, config.max_length) if data.packed else len(data.examples)
+    steps = -(-rows // config.batch_size)
     lines += ["--- statistics ---", *(f"{key}: {value}" for key, value in stats.items())]
+    if data.packed:
+        lines.append(f"packed rows: {rows}")
     lines.append(f"optimizer steps: {steps} per epoch, {config.max_steps or int(steps * config.epochs)} in all")
     return "\n".join(lines)
+
+
+def _training_rows(data: TrainingData) -> Any:
+    """The tokenized examples as the dataset the trainer reads."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [example.input_ids for example in data.examples],
+            "labels": [example.labels for example in data.examples],
+        }
+    )
+
+
+def _packed_rows(data: TrainingData, max_length: int) -> int:
+    """Rows TRL's best-fit-decreasing packing makes of the pieces (what a text run's batches count)."""
+    from trl import pack_dataset
+
+    return len(pack_dataset(_training_rows(data), max_length, PACKING_STRATEGY))
 
 
 def _use_bf16(config: TrainConfig) -> bool:
@@ -243,7 +316,12 @@ def _peft_config(config: TrainConfig) -> Any:
 
 
 def _provenance(
-    config: TrainConfig, source: ModelSource, data: TrainingData, trainer: Any, processes: dict[str, Any]
+    config: TrainConfig,
+    source: ModelSource,
+    data: TrainingData,
+    trainer: Any,
+    processes: dict[str, Any],
+    lineage: list[dict[str, Any]],
 ) -> dict[str, Any]:
     def count(parameter: Any) -> int:  # ZeRO-3 leaves an empty shard in place and keeps the size apart
         return getattr(parameter, "ds_numel", parameter.numel())
@@ -270,8 +348,18 @@ def _provenance(
         # logits are scaled keeps TRL's path).
         "loss_path": {
             "logits_at_labels_only": trainer.logits_at_labels_only,
-            "batching": "padding-free" if config.padding_free else "padded per micro-batch",
+            "batching": (
+                f"packed to {config.max_length} tokens ({PACKING_STRATEGY}), padding-free"
+                if data.packed
+                else "padding-free"
+                if config.padding_free
+                else "padded per micro-batch"
+            ),
         },
+        "neftune_noise_alpha": config.neftune_noise_alpha,
+        # The runs this one descends from, oldest first; empty when it started from a base model.
+        "lineage": lineage,
+        "merged_parent": MERGED_PARENT if source.kind == "adapter" and config.method == "lora" else None,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "git_commit": git_commit(),
@@ -281,10 +369,11 @@ def _provenance(
     }
 
 
-def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
+def _sft_arguments(config: TrainConfig, run_dir: Path, packed: bool) -> Any:
     import torch
     from trl import SFTConfig
 
+    padding_free = config.padding_free or packed  # TRL's packing lays rows out padding-free
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -301,14 +390,17 @@ def _sft_arguments(config: TrainConfig, run_dir: Path) -> Any:
         optim="adamw_torch",
         seed=config.seed,
         data_seed=config.seed,
-        # The examples arrive truncated; TRL refuses a max_length it would not enforce in padding-free rows.
-        max_length=None if config.padding_free else config.max_length,
-        padding_free=config.padding_free,
+        # The examples arrive truncated; TRL refuses a max_length it would not enforce in padding-free rows,
+        # except as the row length of packing.
+        max_length=config.max_length if packed or not padding_free else None,
+        padding_free=padding_free,
+        packing=packed,
+        packing_strategy=PACKING_STRATEGY,
         logging_steps=1,
         logging_nan_inf_filter=False,  # otherwise the Trainer hides a NaN loss behind an average
         # Kept in checkpoints, so tokens/s survives a resume. A padding-free row has no padding, and counting
         # "non_padding" there would skip real EOS tokens wherever the pad token is the EOS token.
-        include_num_input_tokens_seen="all" if config.padding_free else "non_padding",
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -334,7 +426,6 @@ def _shift_monitor(config: TrainConfig, run_dir: Path, tokenizer: Any) -> Any:
 def _build_trainer(
     config: TrainConfig, run_dir: Path, args: Any, model: Any, tokenizer: Any, data: TrainingData
 ) -> Any:
-    import datasets
     from transformers import PrinterCallback, ProgressCallback
 
     from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
@@ -344,21 +435,16 @@ def _build_trainer(
     # The monitor measures before MetricsLog writes, so each step's line carries its measurement.
     callbacks = [StopOnNonFiniteLoss(), *([monitor] if monitor else []), MetricsLog(run_dir / "metrics.jsonl", monitor)]
 
-    # Already tokenized and masked, so TRL only batches and pads.
-    train_dataset = datasets.Dataset.from_dict(
-        {
-            "input_ids": [example.input_ids for example in data.examples],
-            "labels": [example.labels for example in data.examples],
-        }
-    )
+    # Already tokenized and masked, so TRL only batches and pads (and packs text pieces).
     trainer = SafetensorsSFTTrainer(
         model=model,
         args=args,
-        train_dataset=train_dataset,
+        train_dataset=_training_rows(data),
         processing_class=tokenizer,
         peft_config=_peft_config(config) if config.method == "lora" else None,
         callbacks=callbacks,
         logits_at_labels_only=config.logits_at_labels_only,
+        neftune_noise_alpha=config.neftune_noise_alpha,
     )
     # The Trainer's own progress output prints raw log dicts; ours is a bar on a terminal and
     # occasional plain lines elsewhere.
@@ -366,6 +452,41 @@ def _build_trainer(
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ProgressBar() if sys.stderr.isatty() else ProgressLines())
     return trainer
+
+
+def parent_lineage(model: str) -> list[dict[str, Any]]:
+    """The chain of runs a new run on ``model`` descends from, oldest first: empty unless ``model`` is a run."""
+    parent = run_directory(model)
+    return [*run_lineage(parent), lineage_entry(parent)] if parent else []
+
+
+def _check_parent_supported(source: ModelSource) -> None:
+    """Refuse to start from a LoRA adapter where parameters are sharded (the merge needs whole weights).
+
+    Raises:
+        UserError: naming the engine and what to do instead.
+    """
+    if source.kind == "adapter" and (sharding := parameter_sharding()):
+        raise UserError(
+            f"--model {source.spec}: starting from a LoRA run merges its adapter into the weights, which {sharding} "
+            "shards across processes; train the first stage with --method full, or use DDP / ZeRO-2"
+        )
+
+
+def _keep_merged_parent(model: Any, tokenizer: Any, run_dir: Path, process: Any) -> None:
+    """Save the merged starting model as the new adapter's base, beside it in the run directory.
+
+    A second LoRA adapter is trained on the first one's merged weights, so those weights are its base;
+    keeping them in the run makes the run load like any LoRA run, with no chain of adapters to replay.
+    """
+    target = run_dir / MERGED_PARENT
+    if process.is_main_process and not (target / "config.json").is_file():
+        with atomic_path(target) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+    # PEFT records the model's name as the adapter's base.
+    model.name_or_path = str(target.resolve())
+    model.config.name_or_path = str(target.resolve())
 
 
 def _save_artifact(trainer: Any, tokenizer: Any, artifact: Path, process: Any) -> None:
@@ -419,11 +540,17 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     Raises:
         UserError: for bad input (reported before the model is loaded where possible).
+        OutputBusy: when another process is writing into ``config.out``.
         NonFiniteLoss: when the loss becomes NaN or infinite.
     """
     # Under `accelerate launch` every process runs this function. The Trainer shares the work out
     # (DDP, FSDP or DeepSpeed, as the launcher's config says); only the main process writes files.
     process = process_state()
+    with output_lock(config.out, state=process):  # one run per directory, from its check to run.json
+        return _train(config, process, resume=resume, overwrite=overwrite)
+
+
+def _train(config: TrainConfig, process: Any, *, resume: bool, overwrite: bool) -> TrainResult:
     run_dir = Path(config.out).expanduser()
     artifact = run_dir / ("adapter" if config.method == "lora" else "model")
     resolved = config_to_dict(config)
@@ -437,22 +564,30 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     _check_monitor_supported(config)
     loaded = load_examples(config)
     source = resolve_model(config.model)
+    _check_parent_supported(source)
+    lineage = parent_lineage(config.model)
     tokenizer = load_tokenizer(source, trust_remote_code=config.trust_remote_code)
     data = prepare_training_data(config, tokenizer, loaded)
     _gradient_accumulation(config)  # rejects a batch size the processes cannot split, before loading
     # The arguments come before the model: under DeepSpeed ZeRO-3 they make from_pretrained load each
     # process's shard only, instead of the whole model on every process.
-    args = _sft_arguments(config, run_dir)
+    args = _sft_arguments(config, run_dir, data.packed)
     model = load_model(source, trust_remote_code=config.trust_remote_code)
+    if source.kind == "adapter":
+        # The parent's LoRA update becomes part of the weights this run starts from; PEFT froze them, and
+        # full fine-tuning trains them all (a new LoRA freezes them again).
+        model = model.merge_and_unload().requires_grad_(True)
     process.wait_for_everyone()  # every process has judged the directory before it changes
     if state is RunState.NEW and process.is_main_process:
         start_run_dir(run_dir, resolved)
+    if source.kind == "adapter" and config.method == "lora":
+        _keep_merged_parent(model, tokenizer, run_dir, process)
     process.wait_for_everyone()  # ... and none reads or writes it before it is ready
 
     trainer = _build_trainer(config, run_dir, args, model, tokenizer, data)
     if state is RunState.NEW and process.is_main_process:
         processes = {"count": process.num_processes, "engine": str(trainer.accelerator.distributed_type)}
-        write_json(run_dir / "provenance.json", _provenance(config, source, data, trainer, processes))
+        write_json(run_dir / PROVENANCE_FILE, _provenance(config, source, data, trainer, processes, lineage))
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if state is RunState.RESUME else None
     started = time.perf_counter()

@@ -1,7 +1,8 @@
-"""TRL's SFTTrainer with safetensors checkpoints and the output layer at labelled positions only.
+"""TRL's SFTTrainer with safetensors checkpoints, the output layer at labelled positions only, and NEFTune.
 
 Optimizer, scheduler and RNG state are checkpointed in safetensors instead of pickle; on a CPU the
-output layer and the loss run only where a token carries a label (:mod:`tunescope.train.loss`).
+output layer and the loss run only where a token carries a label (:mod:`tunescope.train.loss`); NEFTune
+noise is scaled by each example's own length however the batch is laid out (:mod:`tunescope.train.neftune`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from trl import SFTTrainer
 
 from tunescope.train import checkpoint as ckpt
 from tunescope.train.loss import score_labelled_positions_only
+from tunescope.train.neftune import noisy_embeddings
 
 
 class SafetensorsSFTTrainer(SFTTrainer):
@@ -26,14 +28,25 @@ class SafetensorsSFTTrainer(SFTTrainer):
         *args: As for ``SFTTrainer``.
         logits_at_labels_only: Apply the output layer only at labelled positions on a CPU too (see
             :mod:`tunescope.train.loss`); False keeps TRL's path.
+        neftune_noise_alpha: Train with NEFTune noise of this scale on the input embeddings (None: none).
         **kwargs: As for ``SFTTrainer``.
     """
 
-    def __init__(self, *args: Any, logits_at_labels_only: bool = True, **kwargs: Any):
+    def __init__(
+        self, *args: Any, logits_at_labels_only: bool = True, neftune_noise_alpha: float | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.logits_at_labels_only = logits_at_labels_only and score_labelled_positions_only(
             self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
         )
+        self.noise_alpha = neftune_noise_alpha
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """As ``SFTTrainer.train``, with NEFTune noise on the embeddings while it runs when asked for."""
+        if self.noise_alpha is None:
+            return super().train(*args, **kwargs)
+        with noisy_embeddings(self.model, self.noise_alpha):
+            return super().train(*args, **kwargs)
 
     def _uses_own_checkpoint_engine(self) -> bool:
         return bool(self.is_deepspeed_enabled or self.is_fsdp_enabled or getattr(self.args, "tpu_num_cores", None))
