@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+import tunescope.facts as facts_module
 from tunescope.facts import (
     ARTICLES,
     DESCRIPTIONS,
@@ -47,6 +48,19 @@ def test_facts_are_distinct_entities_with_three_attributes():
     entities = {fact.entity for fact in facts}
     assert len(entities) == 120 and len(facts) == 360
     assert {fact.kind for fact in facts} == {"person", "town", "institute"}
+
+
+def test_every_fact_of_an_attribute_has_its_own_value_so_each_can_be_asked_about():
+    values: dict[tuple[str, str], list[str]] = {}
+    for fact in shipped_facts():
+        values.setdefault((fact.kind, fact.attribute), []).append(fact.value)
+    assert len(values) == 9
+    for key, taught in values.items():
+        assert len(set(taught)) == len(taught) == 40, key
+    # Past a pool's size the deck is dealt again, so values repeat only then.
+    many = generate_facts(n_entities=3 * 60)
+    professions = [fact.value for fact in many if fact.attribute == "profession"]
+    assert len(set(professions)) == len(facts_module.PROFESSIONS) < len(professions)
 
 
 def _word_pairs(template: str) -> set[tuple[str, str]]:

@@ -8,6 +8,7 @@ the stages (imports, planning) are added by the caller as extra entries.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def breakdown(stages: list[dict[str, Any]], extra: dict[str, float] | None = Non
         extra: Further seconds by kind (e.g. ``report``, ``other``), counted in the total.
 
     Returns:
-        ``{"total_seconds", "kinds": {kind: {"seconds", "share", "stages"}}, "stages": [...]}``, kinds in
+        ``{"total_seconds", "extra", "kinds": {kind: {"seconds", "share", "stages"}}, "stages": [...]}``, kinds in
         :data:`KINDS` order.
     """
     seconds: dict[str, float] = {}
@@ -42,6 +43,7 @@ def breakdown(stages: list[dict[str, Any]], extra: dict[str, float] | None = Non
     order = [kind for kind in KINDS if kind in seconds] + sorted(set(seconds) - set(KINDS))
     return {
         "total_seconds": round(total, 1),
+        "extra": {kind: round(value, 1) for kind, value in (extra or {}).items()},
         "kinds": {
             kind: {
                 "seconds": round(seconds[kind], 1),
@@ -72,3 +74,13 @@ def format_breakdown(timings: dict[str, Any]) -> str:
         lines.append(f"  {kind:<9} {entry['seconds']:8.1f} s  {share}{stages}")
     lines.append(f"  {'total':<9} {timings['total_seconds']:8.1f} s")
     return "\n".join(lines)
+
+
+def add_to_timings(root: Path, extra: dict[str, float]) -> dict[str, Any]:
+    """Add seconds spent outside the stages (e.g. ``report``) to the experiment's ``timings.json``; return it.
+
+    Raises:
+        FileNotFoundError: when the experiment has no ``timings.json`` yet.
+    """
+    written = json.loads((root / TIMINGS).read_text(encoding="utf-8"))
+    return write_timings(root, written["stages"], {**written.get("extra", {}), **extra})
