@@ -269,7 +269,7 @@ def test_quick_demo_changes_only_what_its_overrides_name():
         "epochs", "monitor_every", "monitor_examples", "monitor_tokens"
     }  # fmt: skip
     assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [32, 32]
-    assert quick["judge"] == {**full["judge"], "limit": 2}
+    assert quick["judge"] == {**full["judge"], "limit": 1}
 
 
 def test_demo_grids_share_the_common_settings_and_the_default_has_two_nested_sizes_8x_apart():
