@@ -49,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _trained_runs(manifest: Path) -> dict[str, Path]:
-    """The run directory of each method's training stage in the experiment's first cell."""
-    stages = json.loads(manifest.read_text(encoding="utf-8"))["cells"][0]["stages"]
+    """The run directory of each method's training stage in the experiment's last cell (its largest size)."""
+    stages = json.loads(manifest.read_text(encoding="utf-8"))["cells"][-1]["stages"]
     return {
         name.removesuffix("/train"): manifest.parent / summary["dir"]
         for name, summary in stages.items()
