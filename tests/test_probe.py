@@ -412,6 +412,18 @@ def test_taught_facts_follow_the_run_config(tmp_path):
     assert not untaught.facts_taught and untaught.n_taught == 0 and len(untaught.sets.facts) == 10
 
 
+def test_a_base_without_a_chat_template_is_probed_in_the_plain_template(tmp_path, tiny_base_model_dir):
+    from tunescope.models import load_tokenizer
+    from tunescope.probe.pipeline import ProbeConfig, _measure, choose_questions, heldout_passages
+
+    assert not getattr(load_tokenizer(str(tiny_base_model_dir)), "chat_template", None)
+    chosen = choose_questions([tmp_path / "not-a-run"], limit=4, seed=0)
+    sets = {"facts": chosen.sets.facts, "control": chosen.sets.control, "training_wording": [], "general": []}
+    config = ProbeConfig(base=str(tiny_base_model_dir), tuned=[], out=str(tmp_path / "probe"), passages=1)
+    result = _measure(str(tiny_base_model_dir), sets, heldout_passages(1, 0), tmp_path, config)
+    assert len(result.correct["facts"]) == len(result.correct["control"]) == 4
+
+
 def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_path, tiny_tokenizer, tiny_model_dir):
     from tunescope.probe.pipeline import ProbeConfig, run_probes
 

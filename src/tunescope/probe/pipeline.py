@@ -31,6 +31,7 @@ from pydantic import Field
 
 from tunescope.config import Config
 from tunescope.data import load_examples
+from tunescope.data.templates import apply_template_choice
 from tunescope.errors import UserError
 from tunescope.facts import (
     ARTICLE_ATTRIBUTE,
@@ -243,6 +244,9 @@ def _measure(
 ) -> ModelResult:
     """Load one model and score it on every question set and passage."""
     tokenizer = load_tokenizer(spec, trust_remote_code=config.trust_remote_code)
+    # A pretrained-only base has no chat template: ask it in the plain template, as its tuned runs were taught
+    # (they save the template they were trained with, which is kept).
+    apply_template_choice(tokenizer, None)
     model = load_model(spec, trust_remote_code=config.trust_remote_code).eval()
     # One pass over all fact questions batches them together.
     everything = [q for name in FACT_SETS for q in questions[name]]
