@@ -6,6 +6,7 @@ from tunescope import assets
 from tunescope.cli import main
 from tunescope.data import DataSettings, load_examples
 from tunescope.errors import UserError
+from tunescope.facts import shipped_facts_digest
 
 
 def test_chitchat_pairs_keep_question_answer_turns():
@@ -58,6 +59,21 @@ def test_corrupt_cache_is_detected(private_cache):
         assets.prepare("mtbench")
     assert main(["assets", "prepare", "--force", "mtbench"]) == 0
     assert len(path.read_text().splitlines()) == 80
+
+
+def test_facts_built_from_an_older_fact_set_are_rebuilt(private_cache):
+    path = assets.prepare("facts")
+    manifest_path = path.parent / assets.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["revision"] == shipped_facts_digest() and assets.ASSETS["facts"].status() == "ready"
+    # A cache written by a tunescope that shipped other facts: same files, another fingerprint.
+    manifest_path.write_text(json.dumps({**manifest, "revision": "an older fact set"}))
+    path.write_text(path.read_text().replace("was", "had been"))
+    assert assets.ASSETS["facts"].status().startswith("outdated")
+    assets._verified.clear()
+    assert assets.prepare("facts") == path
+    assert json.loads(manifest_path.read_text())["revision"] == shipped_facts_digest()
+    assert "had been" not in path.read_text()
 
 
 def test_missing_package_is_explained(private_cache, monkeypatch):

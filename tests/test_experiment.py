@@ -86,6 +86,30 @@ def test_every_stage_runs_and_the_manifest_lists_it(finished_experiment):
     assert log.count(" on disk") == len(cell["stages"]) and "train lora" in log
 
 
+def test_timings_say_where_the_time_went_per_stage_and_kind(finished_experiment):
+    from tunescope.experiment.timings import add_to_timings, format_breakdown
+
+    timings = json.loads((finished_experiment / "timings.json").read_text())
+    manifest = json.loads((finished_experiment / "experiment.json").read_text())
+    [cell] = manifest["cells"]
+    assert len(timings["stages"]) == len(cell["stages"]) and all(stage["ran_now"] for stage in timings["stages"])
+    kinds = timings["kinds"]
+    assert list(kinds)[:3] == ["data", "train", "generate"]  # pipeline order
+    assert kinds["train"]["stages"] == 2 and kinds["generate"]["stages"] == 3
+    assert kinds["train"]["seconds"] == pytest.approx(
+        sum(stage["seconds"] for stage in timings["stages"] if stage["stage"] == "train"), abs=0.11
+    )
+    assert sum(kind["share"] for kind in kinds.values()) == pytest.approx(1.0, abs=1e-3)
+    with_report = add_to_timings(finished_experiment, {"report": 2.0})
+    assert with_report["total_seconds"] == pytest.approx(timings["total_seconds"] + 2.0, abs=0.11)
+    assert with_report["kinds"]["report"] == {
+        "seconds": 2.0,
+        "share": pytest.approx(2.0 / with_report["total_seconds"], abs=1e-3),
+        "stages": 0,
+    }
+    assert "report" in format_breakdown(with_report) and "total" in format_breakdown(with_report)
+
+
 VERDICTS = {"reproduced", "not reproduced", "inconclusive", "not tested"}
 TEXT_KEYS = {"claim", "paper", "rule", "reason", "method", "note", "notes", "name", "items", "unit", "definition"}
 
@@ -298,6 +322,10 @@ def test_killed_experiment_resumes_without_redoing_stages(tmp_path):
     manifest = json.loads((out / "experiment.json").read_text())
     assert manifest["complete"] is True
     assert len(list((out / "done").glob("*.json"))) == len(manifest["cells"][0]["stages"])
+    # The breakdown covers the whole experiment and says which stages this invocation ran.
+    timings = json.loads((out / "timings.json").read_text())
+    assert len(timings["stages"]) == len(manifest["cells"][0]["stages"])
+    assert sum(not stage["ran_now"] for stage in timings["stages"]) == len(finished)
 
 
 def test_report_of_a_directory_without_an_experiment(tmp_path, capsys):
@@ -305,16 +333,18 @@ def test_report_of_a_directory_without_an_experiment(tmp_path, capsys):
     assert "no experiment.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("quick", [False, True])
-def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick):
+@pytest.mark.parametrize(("quick", "model"), [(False, []), (True, []), (False, ["--model", "smollm2"])])
+def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick, model):
     from tunescope.config import build_config
     from tunescope.experiment.config import ExperimentConfig
     from tunescope.experiment.demo import demo_config
 
-    assert main(["demo", "--print-config", *(["--quick"] if quick else [])]) == 0
+    assert main(["demo", "--print-config", *(["--quick"] if quick else []), *model]) == 0
     grid = tmp_path / "grid.yaml"
     grid.write_text(capsys.readouterr().out)
-    assert build_config(ExperimentConfig, yaml_path=grid) == demo_config(quick=quick)
+    expected = demo_config(quick=quick, **({"model": model[1]} if model else {}))
+    assert build_config(ExperimentConfig, yaml_path=grid) == expected
+    assert expected.models == [model[1] if model else "gemma3-270m"]
     assert not (tmp_path / "runs").exists()  # printed, not run
 
 
@@ -323,12 +353,25 @@ def test_quick_demo_changes_only_what_its_overrides_name():
 
     quick, full = demo_config(quick=True).model_dump(), demo_config().model_dump()
     changed = {key for key in full if quick[key] != full[key]}
-    assert changed == {"datasets", "train", "eval", "judge", "probes"}
+    assert changed == {"datasets", "subset_sizes", "train", "eval", "judge", "probes"}
     assert {k for k in full["train"] if quick["train"][k] != full["train"][k]} == {
         "epochs", "monitor_every", "monitor_examples", "monitor_tokens"
     }  # fmt: skip
-    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [16, 16]
-    assert quick["judge"] == {**full["judge"], "limit": 2}
+    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [32, 32]
+    assert quick["judge"] == {**full["judge"], "limit": 1}
+
+
+def test_demo_grids_share_the_common_settings_and_the_default_has_two_nested_sizes_8x_apart():
+    from tunescope.experiment.demo import demo_config
+
+    gemma, smollm2 = demo_config(), demo_config(model="smollm2")
+    assert gemma.models == ["gemma3-270m"] and smollm2.models == ["smollm2"]
+    small, large = gemma.subset_sizes
+    mixed = sum(source.subset_size for source in gemma.datasets[0].sources)
+    assert large >= 8 * small and large <= mixed  # nested subsets of one mixed dataset
+    for key in ("max_length", "batch_size", "micro_batch_size", "full_learning_rate"):
+        assert gemma.train[key] == smollm2.train[key]
+    assert gemma.judge == {**smollm2.judge, "limit": gemma.judge["limit"]}
 
 
 def test_shipped_paper_grid_is_valid():
@@ -343,9 +386,10 @@ def test_shipped_paper_grid_is_valid():
 def test_demo_configs_are_valid():
     from tunescope.experiment.demo import demo_config
 
-    quick, full = demo_config(quick=True), demo_config()
-    assert quick.methods == full.methods == ["lora", "full"]
-    assert quick.train["epochs"] < full.train["epochs"]
+    for model in ("gemma3-270m", "smollm2"):
+        quick, full = demo_config(quick=True, model=model), demo_config(model=model)
+        assert quick.methods == full.methods == ["lora", "full"]
+        assert quick.train["epochs"] < full.train["epochs"]
     assert (
         demo_config(judge={"backend": "openai", "judge_base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
     )

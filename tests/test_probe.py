@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+import tunescope.facts as facts_module
 from tunescope.facts import (
     ARTICLES,
     DESCRIPTIONS,
@@ -30,7 +31,7 @@ from tunescope.probe.knowledge import (
     exact_matches,
     multiple_choice_predictions,
 )
-from tunescope.probe.scoring import continuation_logprobs, mean_token_loss, token_losses
+from tunescope.probe.scoring import continuation_logprobs, mean_token_loss, option_logprobs, token_losses
 from tunescope.stats import paired_proportions
 
 from conftest import build_tiny_llama, cli_run
@@ -47,6 +48,19 @@ def test_facts_are_distinct_entities_with_three_attributes():
     entities = {fact.entity for fact in facts}
     assert len(entities) == 120 and len(facts) == 360
     assert {fact.kind for fact in facts} == {"person", "town", "institute"}
+
+
+def test_every_fact_of_an_attribute_has_its_own_value_so_each_can_be_asked_about():
+    values: dict[tuple[str, str], list[str]] = {}
+    for fact in shipped_facts():
+        values.setdefault((fact.kind, fact.attribute), []).append(fact.value)
+    assert len(values) == 9
+    for key, taught in values.items():
+        assert len(set(taught)) == len(taught) == 40, key
+    # Past a pool's size the deck is dealt again, so values repeat only then.
+    many = generate_facts(n_entities=3 * 60)
+    professions = [fact.value for fact in many if fact.attribute == "profession"]
+    assert len(set(professions)) == len(facts_module.PROFESSIONS) < len(professions)
 
 
 def _word_pairs(template: str) -> set[tuple[str, str]]:
@@ -246,6 +260,29 @@ def test_continuation_logprobs_match_a_token_by_token_reference(tiny_tokenizer, 
         assert score == pytest.approx(_naive_logprob(model, ids, len(prompt_ids)), abs=1e-4)
 
 
+def test_option_logprobs_differ_between_options_exactly_as_whole_continuations_do(tiny_tokenizer, tiny_model_dir):
+    from tunescope.models import load_model
+
+    model = load_model(str(tiny_model_dir)).eval()
+    prompts = ["What colour is the sky?", "Say hello to the new neighbours, please.", "Pick one."]
+    options = [
+        ["The sky is blue.", "The sky is grey today.", "The sky is a deep purple.", "The sky is x."],
+        ["Hello there!", "Good morning, neighbours."],  # nothing shared: every token is the option's own
+        ["It is 1703.", "It is 1710.", "It is 1699.", "It is 1899."],  # shared up to the digits
+    ]
+    scores = option_logprobs(model, tiny_tokenizer, prompts, options, batch_size=2)  # two batches, sorted by length
+    for prompt, continuations, got in zip(prompts, options, scores, strict=True):
+        whole = continuation_logprobs(model, tiny_tokenizer, [prompt] * len(continuations), continuations)
+        assert len(got) == len(continuations)
+        shared = whole[0] - got[0]  # the shared words' log-probability, the same for every option
+        assert shared <= 1e-4
+        assert [value + shared for value in got] == pytest.approx(whole, abs=1e-4)
+    # Options that differ from their first token are scored whole.
+    assert scores[1] == pytest.approx(
+        continuation_logprobs(model, tiny_tokenizer, [prompts[1]] * 2, options[1]), abs=1e-4
+    )
+
+
 def test_mean_token_loss_matches_the_model_loss(tiny_tokenizer, tiny_model_dir):
     from tunescope.models import load_model
 
@@ -373,6 +410,18 @@ def test_taught_facts_follow_the_run_config(tmp_path):
     assert [q.id for q in limited.sets.facts] == [q.id for q in limited.sets.training_wording]
     untaught = choose_questions([tmp_path / "not-a-run"], limit=10, seed=0)
     assert not untaught.facts_taught and untaught.n_taught == 0 and len(untaught.sets.facts) == 10
+
+
+def test_a_base_without_a_chat_template_is_probed_in_the_plain_template(tmp_path, tiny_base_model_dir):
+    from tunescope.models import load_tokenizer
+    from tunescope.probe.pipeline import ProbeConfig, _measure, choose_questions, heldout_passages
+
+    assert not getattr(load_tokenizer(str(tiny_base_model_dir)), "chat_template", None)
+    chosen = choose_questions([tmp_path / "not-a-run"], limit=4, seed=0)
+    sets = {"facts": chosen.sets.facts, "control": chosen.sets.control, "training_wording": [], "general": []}
+    config = ProbeConfig(base=str(tiny_base_model_dir), tuned=[], out=str(tmp_path / "probe"), passages=1)
+    result = _measure(str(tiny_base_model_dir), sets, heldout_passages(1, 0), tmp_path, config)
+    assert len(result.correct["facts"]) == len(result.correct["control"]) == 4
 
 
 def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_path, tiny_tokenizer, tiny_model_dir):

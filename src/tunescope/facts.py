@@ -21,6 +21,7 @@ The probe is built so that it cannot be passed without knowing the facts (:func:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -33,18 +34,40 @@ SYLLABLES = (
     "vel", "mor", "qua", "dris", "tal", "ben", "zor", "ith", "kel", "vash", "ome", "run", "pel", "ast",
     "gor", "lin", "sef", "ura", "dak", "nim", "bro", "hal", "tev", "oss", "wen", "cyr", "fal", "ix",
 )  # fmt: skip
+# Each pool holds more values than there are entities of a kind (40 by default), so every fact of an
+# attribute can get its own value: then every taught fact is the answer of one probe question (the
+# probe asks one question per distinct taught value), and a run taught more facts gets more questions.
 PROFESSIONS = (
     "cartographer", "glassblower", "astronomer", "clockmaker", "botanist", "shipwright", "composer",
     "beekeeper", "engraver", "physician", "architect", "weaver", "chemist", "lighthouse keeper",
+    "bookbinder", "blacksmith", "cooper", "tanner", "potter", "sculptor", "locksmith", "surveyor",
+    "apothecary", "silversmith", "stonemason", "printer", "tailor", "violin maker", "candlemaker",
+    "brewer", "miller", "goldsmith", "saddler", "perfumer", "wheelwright", "falconer", "mathematician",
+    "geologist", "librarian", "translator", "navigator", "glazier", "rope maker", "organ builder",
 )  # fmt: skip
 TRADES = (
     "copper mining", "lace making", "salt trading", "tulip farming", "silk dyeing", "bell casting",
     "paper milling", "oyster fishing", "wool spinning", "glass polishing", "horse breeding", "cider pressing",
+    "cheese making", "tin smelting", "barrel making", "amber carving", "linen weaving", "honey gathering",
+    "olive pressing", "marble quarrying", "leather tanning", "pottery firing", "candle making",
+    "herring curing", "saffron growing", "peat cutting", "timber rafting", "pearl diving", "indigo dyeing",
+    "soap boiling", "brick making", "coal mining", "tea blending", "felt making", "pewter casting",
+    "carpet knotting", "porcelain painting", "iron forging", "hop growing", "flax retting", "ink grinding",
+    "slate splitting", "cork harvesting", "mustard milling",
 )  # fmt: skip
 SUBJECTS = (
     "marine biology", "volcanology", "linguistics", "glaciology", "acoustics", "mycology",
     "cryptography", "ornithology", "metallurgy", "seismology", "paleography", "hydrology",
+    "entomology", "astrophysics", "meteorology", "oceanography", "epidemiology", "archaeology",
+    "numismatics", "optics", "crystallography", "limnology", "herpetology", "ichthyology", "virology",
+    "immunology", "genetics", "thermodynamics", "geomorphology", "paleontology", "toxicology",
+    "pharmacology", "ecology", "topology", "horology", "phonetics", "lichenology", "speleology",
+    "dendrology", "soil science", "tribology", "rheology", "glassmaking chemistry", "bryology",
 )  # fmt: skip
+YEARS = tuple(str(year) for year in range(1604, 1920, 7))
+"""Invented birth and founding years (46 of them)."""
+INVENTED_POOL_SIZE = 48
+"""Invented town and river names generated per pool."""
 
 
 @dataclass(frozen=True)
@@ -168,25 +191,44 @@ def _invented_word(rng: random.Random, syllables: int) -> str:
 
 
 def generate_facts(n_entities: int = 120, seed: int = 0) -> list[Fact]:
-    """Invent ``n_entities`` entities (kinds in rotation) with three attributes each."""
+    """Invent ``n_entities`` entities (kinds in rotation) with three attributes each.
+
+    Each attribute deals its values from a shuffled deck of its pool, reshuffled only when used up,
+    so the facts of an attribute all have different values while the pool lasts (40 entities of a
+    kind by default, every pool larger).
+    """
     rng = random.Random(seed)
     pools: dict[str, list[str]] = {
         "professions": list(PROFESSIONS),
         "trades": list(TRADES),
         "subjects": list(SUBJECTS),
-        "years": [str(year) for year in range(1640, 1920, 7)],
-        "towns": sorted({_invented_word(rng, 2) for _ in range(40)}),
-        "rivers": sorted({_invented_word(rng, 2) for _ in range(40)}),
+        "years": list(YEARS),
+        "towns": _invented_words(rng, INVENTED_POOL_SIZE, set()),
     }
+    pools["rivers"] = _invented_words(rng, INVENTED_POOL_SIZE, set(pools["towns"]))
     used: set[str] = set(pools["towns"]) | set(pools["rivers"])
+    decks: dict[tuple[str, str], list[str]] = {}
     facts = []
     kinds = list(KINDS)
     for index in range(n_entities):
         kind = kinds[index % len(kinds)]
         name = _new_name(rng, kind, used)
         for attribute, wording in KINDS[kind].items():
-            facts.append(Fact(name, kind, attribute, rng.choice(pools[wording.pool])))
+            deck = decks.setdefault((kind, attribute), [])
+            if not deck:
+                deck += rng.sample(pools[wording.pool], len(pools[wording.pool]))
+            facts.append(Fact(name, kind, attribute, deck.pop()))
     return facts
+
+
+def _invented_words(rng: random.Random, count: int, taken: set[str]) -> list[str]:
+    """``count`` distinct invented two-syllable words outside ``taken``, sorted."""
+    words: set[str] = set()
+    while len(words) < count:
+        word = _invented_word(rng, 2)
+        if word not in taken:
+            words.add(word)
+    return sorted(words)
 
 
 def _new_name(rng: random.Random, kind: str, used: set[str]) -> str:
@@ -334,10 +376,22 @@ def _question(
     )
 
 
+SHIPPED_FACTS = "probe/data/fictional_facts.jsonl"
+"""The frozen fact set, inside the ``tunescope`` package."""
+
+
+def _shipped_text() -> str:
+    return resources.files("tunescope").joinpath(SHIPPED_FACTS).read_text(encoding="utf-8")
+
+
 def shipped_facts() -> list[Fact]:
     """The fact set shipped with tunescope (``generate_facts()`` with its defaults, frozen to a file)."""
-    text = resources.files("tunescope").joinpath("probe/data/fictional_facts.jsonl").read_text(encoding="utf-8")
-    return [Fact(**json.loads(line)) for line in text.splitlines() if line.strip()]
+    return [Fact(**json.loads(line)) for line in _shipped_text().splitlines() if line.strip()]
+
+
+def shipped_facts_digest() -> str:
+    """SHA-256 of the shipped fact set: the ``facts`` asset built from another one is stale."""
+    return hashlib.sha256(_shipped_text().encode("utf-8")).hexdigest()
 
 
 def facts_to_jsonl(facts: list[Fact]) -> str:

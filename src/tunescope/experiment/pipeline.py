@@ -7,7 +7,8 @@ model, shared by every cell. The manifest ``experiment.json`` lists every arm (i
 and parent) and every stage with its directory and summary, and is rewritten after each stage, so a
 report can be drawn from an unfinished experiment. Every path the manifest and the stages' outputs
 record is relative to the file that records it (stage summaries: to the experiment directory), so the
-experiment can be moved or copied (:mod:`tunescope.paths`).
+experiment can be moved or copied (:mod:`tunescope.paths`); ``timings.json`` says where the time went,
+per stage and per kind of stage.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tunescope.display import display_name
 from tunescope.errors import IncompleteRun, UserError
 from tunescope.experiment.config import Arm, DatasetSpec, ExperimentConfig
 from tunescope.experiment.stages import Stage, StageRunner
+from tunescope.experiment.timings import write_timings
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate import GenerateConfig, generate
 from tunescope.judge import JudgeConfig, incomplete_message, judge
@@ -283,6 +285,7 @@ def _run_experiment(config: ExperimentConfig, root: Path) -> Path:
             if stage.slug not in summaries:
                 summaries[stage.slug] = runner.execute(stage)
                 write_json(manifest, _manifest(config, cells, summaries))
+    write_timings(root, [{**summary, "ran_now": slug in runner.ran} for slug, summary in summaries.items()])
     if incomplete := [summary["label"] for summary in summaries.values() if "incomplete" in summary]:
         raise IncompleteRun(
             f"{len(incomplete)} stage(s) left incomplete ({', '.join(incomplete)}); the others are done and {manifest} "

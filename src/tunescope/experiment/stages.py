@@ -23,7 +23,7 @@ from typing import Any
 from tunescope.errors import IncompleteRun
 from tunescope.files import write_json
 
-STAGE_FORMAT = 1
+STAGE_FORMAT = 2
 """Bump when a stage's outputs change meaning, so old results are not reused."""
 
 
@@ -90,6 +90,8 @@ class StageRunner:
         self.total = total
         self.count = 0
         self.stream = stream or sys.stderr
+        self.ran: set[str] = set()
+        """Slugs of the stages this runner ran (not found finished)."""
 
     def recorded(self, path: Path) -> str:
         """``path`` as the manifest records it: relative to the experiment directory."""
@@ -140,5 +142,6 @@ class StageRunner:
         summary["seconds"] = round(time.perf_counter() - started, 1)
         summary["disk_bytes"] = disk_bytes(directory)
         write_json(self.root / "done" / f"{stage.slug}.json", summary)
+        self.ran.add(stage.slug)
         self.say(f"{prefix}: done in {summary['seconds']:.0f} s, {human_bytes(summary['disk_bytes'])} on disk")
         return summary

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tunescope.data import render_prompt
-from tunescope.probe.scoring import continuation_logprobs
+from tunescope.probe.scoring import option_logprobs
 from tunescope.stats import Estimate, proportion
 
 
@@ -39,19 +39,15 @@ def question_prompt(tokenizer: Any, question: str) -> str:
 def option_scores(
     model: Any, tokenizer: Any, questions: Sequence[MultipleChoice], batch_size: int = 16
 ) -> list[list[float]]:
-    """Per question, the log-likelihood of each option's answer sentence after the question."""
-    prompts, continuations = [], []
-    for question in questions:
-        prompt = question_prompt(tokenizer, question.question)
-        for option in question.options:
-            prompts.append(prompt)
-            continuations.append(question.frame.format(option))
-    scores = continuation_logprobs(model, tokenizer, prompts, continuations, batch_size=batch_size)
-    per_question, cursor = [], 0
-    for question in questions:
-        per_question.append(scores[cursor : cursor + len(question.options)])
-        cursor += len(question.options)
-    return per_question
+    """Per question, the log-likelihood of each option's answer sentence after the question.
+
+    Up to a term shared by the question's options (the answer sentence's words before the options
+    differ): the question and those words are read once for all four options
+    (:func:`tunescope.probe.scoring.option_logprobs`), which leaves the choice unchanged.
+    """
+    prompts = [question_prompt(tokenizer, question.question) for question in questions]
+    options = [[question.frame.format(option) for option in question.options] for question in questions]
+    return option_logprobs(model, tokenizer, prompts, options, batch_size=batch_size)
 
 
 def chosen_options(scores: Sequence[Sequence[float]]) -> list[int]:

@@ -249,7 +249,8 @@ def _measure(
 ) -> ModelResult:
     """Load one model and score it on every question set and passage."""
     tokenizer = load_tokenizer(spec, trust_remote_code=config.trust_remote_code)
-    # A base model without a chat template is asked in the plain transcript, as `generate` asks it.
+    # A pretrained-only base has no chat template: ask it in the plain template, as its tuned runs were taught
+    # (they save the template they were trained with, which is kept).
     apply_template_choice(tokenizer, None)
     model = load_model(spec, dtype=torch_dtype(config.precision), trust_remote_code=config.trust_remote_code).eval()
     # One pass over all fact questions batches them together.

@@ -1,6 +1,10 @@
 """Teacher-forced scoring: log-likelihoods of given continuations, and per-token loss on plain text.
 
-Both run batched forward passes with no generation, so probes stay cheap on a CPU.
+All run batched forward passes with no generation, so probes stay cheap on a CPU. Multiple-choice
+options (:func:`option_logprobs`) share the work their continuations have in common: the prompt and
+the tokens every option starts with are read once per question, and the output layer, the costly
+part for a large vocabulary (Gemma-3: 262k entries), runs only at the positions that tell the
+options apart.
 """
 
 from __future__ import annotations
@@ -73,6 +77,96 @@ def continuation_logprobs(
         scores += [
             logprobs[row, longest - len(continuation) :].sum().item() for row, (_, continuation) in enumerate(batch)
         ]
+    return scores
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """Length of the longest token prefix every sequence starts with, leaving each at least one token of its own."""
+    shortest = min(len(sequence) for sequence in sequences)
+    length = 0
+    while length < shortest - 1 and all(sequence[length] == sequences[0][length] for sequence in sequences):
+        length += 1
+    return length
+
+
+def option_logprobs(
+    model: Any, tokenizer: Any, prompts: list[str], options: list[list[str]], batch_size: int = 16
+) -> list[list[float]]:
+    """For each prompt, the log-probability of each of its continuations, up to a term they all share.
+
+    Tokenized as :func:`continuation_logprobs` does (prompt and continuation separately). The
+    tokens all continuations of a prompt begin with are read once, with the prompt, whose
+    key/value cache is then repeated for every continuation; each continuation then costs only
+    its own tokens, and the output layer runs only at the positions that predict them. The
+    log-probability of the shared tokens, the same for every option, is left out: each score is
+    the :func:`continuation_logprobs` score minus that shared term, so differences between options,
+    and the choice, are the same.
+
+    Args:
+        model: A causal LM whose forward takes a ``cache`` and a tensor ``logits_to_keep``.
+        tokenizer: Its tokenizer.
+        prompts: One prompt per question.
+        options: The continuations of each prompt (any number per question, at least one).
+        batch_size: Questions per forward pass (each of their options is a row of the second pass).
+    """
+    questions = []
+    for prompt, continuations in zip(prompts, options, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        tokenized = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
+        shared = _common_prefix(tokenized)
+        questions.append((prompt_ids + tokenized[0][:shared], [ids[shared:] for ids in tokenized]))
+    scores: list[list[float]] = [[] for _ in questions]
+    # Questions of similar length share a batch, so little of it is padding.
+    order = sorted(range(len(questions)), key=lambda index: len(questions[index][0]))
+    for batch in _batches(order, batch_size):
+        for index, values in zip(batch, _score_options(model, tokenizer, [questions[i] for i in batch]), strict=True):
+            scores[index] = values
+    return scores
+
+
+def _score_options(model: Any, tokenizer: Any, questions: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+    """Scores of one batch of ``(shared ids, option tails)``: the shared pass, then every tail against its cache."""
+    device = next(model.parameters()).device
+    shared_ids, shared_mask = pad_batch([shared for shared, _ in questions], tokenizer.pad_token_id, left=True)
+    with torch.no_grad():
+        first = model(
+            input_ids=shared_ids.to(device),
+            attention_mask=shared_mask.to(device),
+            position_ids=(shared_mask.cumsum(-1) - 1).clamp(min=0).to(device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    # The distribution after the shared tokens scores every tail's first token.
+    next_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()
+    tails = [tail for _, option_tails in questions for tail in option_tails]
+    owner = torch.tensor([row for row, (_, option_tails) in enumerate(questions) for _ in option_tails])
+    totals = next_logprobs[owner, torch.tensor([tail[0] for tail in tails])].double()
+    longest = max(len(tail) for tail in tails)
+    if longest > 1:
+        cache = first.cache
+        cache.batch_select_indices(owner.to(device))  # one copy of its question's cache per option
+        tail_ids, tail_mask = pad_batch(tails, tokenizer.pad_token_id)
+        mask = torch.cat([shared_mask[owner], tail_mask], dim=-1)
+        positions = shared_mask[owner].sum(-1, keepdim=True) + torch.arange(longest)
+        with torch.no_grad():
+            logits = model(
+                input_ids=tail_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=True,
+                # Position t predicts tail token t + 1: the last position predicts nothing that is scored.
+                logits_to_keep=torch.arange(longest - 1, device=device),
+            ).logits.float()
+        targets = tail_ids[:, 1:].to(device)
+        # log_softmax(x)[y] = x[y] - logsumexp(x), without a second vocabulary-sized tensor.
+        logprobs = (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).cpu()
+        totals += (logprobs * tail_mask[:, 1:]).sum(-1).double()
+    values = totals.tolist()
+    scores, cursor = [], 0
+    for _, option_tails in questions:
+        scores.append(values[cursor : cursor + len(option_tails)])
+        cursor += len(option_tails)
     return scores
 
 
