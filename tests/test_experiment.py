@@ -344,14 +344,15 @@ def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick, model):
     grid.write_text(capsys.readouterr().out)
     expected = demo_config(quick=quick, **({"model": model[1]} if model else {}))
     assert build_config(ExperimentConfig, yaml_path=grid) == expected
-    assert expected.models == [model[1] if model else "gemma3-270m"]
+    assert expected.models == [model[1] if model else "smollm2"]
     assert not (tmp_path / "runs").exists()  # printed, not run
 
 
 def test_quick_demo_changes_only_what_its_overrides_name():
     from tunescope.experiment.demo import demo_config
 
-    quick, full = demo_config(quick=True).model_dump(), demo_config().model_dump()
+    gemma = {"model": "gemma3-270m"}
+    quick, full = demo_config(quick=True, **gemma).model_dump(), demo_config(**gemma).model_dump()
     changed = {key for key in full if quick[key] != full[key]}
     assert changed == {"datasets", "subset_sizes", "train", "eval", "judge", "probes"}
     assert {k for k in full["train"] if quick["train"][k] != full["train"][k]} == {
@@ -361,15 +362,15 @@ def test_quick_demo_changes_only_what_its_overrides_name():
     assert quick["judge"] == {**full["judge"], "limit": 1}
 
 
-def test_demo_grids_share_the_common_settings_and_the_default_has_two_nested_sizes_8x_apart():
+def test_demo_grids_share_the_common_settings_and_the_gemma_grid_has_two_nested_sizes_8x_apart():
     from tunescope.experiment.demo import demo_config
 
-    gemma, smollm2 = demo_config(), demo_config(model="smollm2")
+    gemma, smollm2 = demo_config(model="gemma3-270m"), demo_config()
     assert gemma.models == ["gemma3-270m"] and smollm2.models == ["smollm2"]
     small, large = gemma.subset_sizes
     mixed = sum(source.subset_size for source in gemma.datasets[0].sources)
     assert large >= 8 * small and large <= mixed  # nested subsets of one mixed dataset
-    for key in ("max_length", "batch_size", "micro_batch_size", "full_learning_rate"):
+    for key in ("max_length", "effective_batch_size", "micro_batch_size", "full_learning_rate"):
         assert gemma.train[key] == smollm2.train[key]
     assert gemma.judge == {**smollm2.judge, "limit": gemma.judge["limit"]}
 

@@ -23,20 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="the whole pipeline on an embedded model and data, then the report",
-        description="Train LoRA and full fine-tuning of the Gemma-3-270M base at two data sizes, generate, measure "
-        "the token shift, borrowing, judge and probes, and write the report with a time breakdown (about 15 minutes "
-        "on 2 CPU cores; --quick about 4). Rerunning resumes.",
+        description="Train LoRA and full fine-tuning of an embedded model, generate, measure the token shift, "
+        "borrowing, judge and probes, and write the report with a time breakdown. smollm2 (default): "
+        "SmolLM2-135M-Instruct, one data size, about 10 minutes on 2 CPU cores. gemma3-270m: the pretrained-only "
+        "Gemma-3-270M base at two data sizes 8x apart (--quick about 6 minutes; the full grid an estimated half "
+        "hour, not yet timed end to end). Rerunning resumes.",
     )
     parser.add_argument(
         "--model",
         choices=DEMO_MODELS,
         default=DEMO_MODELS[0],
-        help="which embedded model's grid to run (smollm2: the earlier SmolLM2-135M-Instruct grid, one data size)",
+        help="which embedded model's grid to run",
     )
     parser.add_argument(
         "--out",
-        help="experiment directory (default: runs/demo, runs/demo-quick with --quick; -smollm2 appended "
-        "with --model smollm2)",
+        help="experiment directory (default: runs/demo, runs/demo-quick with --quick; -gemma3-270m appended "
+        "with --model gemma3-270m)",
     )
     parser.add_argument("--quick", action="store_true", help="a smaller grid that finishes in a few minutes")
     parser.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint to judge with instead of the stand-in")
