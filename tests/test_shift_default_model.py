@@ -40,7 +40,7 @@ def test_generate_and_shift_on_the_default_model(tmp_path, adapter, capsys):
     assert summary["n_tokens"] == sum(len(r["output_token_ids"]) - (r["finish_reason"] == "stop") for r in records)
     assert summary["micro"]["tuned_top1_agreement"]["value"] == 1.0  # exactly the greedy tokens, re-scored
     assert 0 < summary["kl_mean"] < 5 and summary["unshifted"] > 0.3  # a small adapter shifts a little
-    assert (out / "viewer.html").read_text().count('<section class="example">') == 3
+    assert (out / "viewer.html").read_text().count('<section class="example" id="response-') == 3
 
     compat = tmp_path / "aligntds"
     assert main(["shift", "--base", "smollm2", "--tuned", str(adapter), "--responses", str(responses),
