@@ -253,17 +253,22 @@ def fact_id(fact: Fact) -> str:
     return f"{fact.entity}/{fact.attribute}"
 
 
+def by_entity(facts: list[Fact]) -> dict[str, list[Fact]]:
+    """``facts`` grouped by entity, in the order the entities first appear."""
+    grouped: dict[str, list[Fact]] = {}
+    for fact in facts:
+        grouped.setdefault(fact.entity, []).append(fact)
+    return grouped
+
+
 def training_examples(facts: list[Fact]) -> list[dict]:
     """Instruction data teaching ``facts``: one description per entity, one question per fact.
 
     Ids are ``facts/<entity>/about`` and ``facts/<entity>/<attribute>``; the probe reads them back
     to know which facts a run was taught.
     """
-    by_entity: dict[str, list[Fact]] = {}
-    for fact in facts:
-        by_entity.setdefault(fact.entity, []).append(fact)
     rows = []
-    for entity, entity_facts in by_entity.items():
+    for entity, entity_facts in by_entity(facts).items():
         values = {fact.attribute: fact.value for fact in entity_facts}
         description = DESCRIPTIONS[entity_facts[0].kind].format(name=entity, **values)
         rows.append(_row(f"facts/{entity}/about", f"Tell me about {entity}.", _capitalised(description)))
@@ -287,11 +292,8 @@ def encyclopedia_articles(facts: list[Fact], seed: int = 0) -> list[dict]:
     probe knows a run that read them was taught every attribute of the entity.
     """
     rng = random.Random(f"articles-{seed}")
-    by_entity: dict[str, list[Fact]] = {}
-    for fact in facts:
-        by_entity.setdefault(fact.entity, []).append(fact)
     rows = []
-    for entity, entity_facts in by_entity.items():
+    for entity, entity_facts in by_entity(facts).items():
         values = {fact.attribute: fact.value for fact in entity_facts}
         if "profession" in values:
             article = "an" if values["profession"][0] in "aeiou" else "a"
