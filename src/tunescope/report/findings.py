@@ -431,6 +431,25 @@ def _pooled(name: str, sums: np.ndarray, counts: np.ndarray, unit: str, settings
     return Measurement(name, unit, enough_items(estimate))
 
 
+def _ratio_difference(
+    key: str,
+    reference: tuple[np.ndarray, np.ndarray],
+    other: tuple[np.ndarray, np.ndarray],
+    shown: tuple[tuple[str, tuple[np.ndarray, np.ndarray]], ...],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """Claim ``key`` decided on ``other − reference``, ratios of per-item ``(sums, counts)`` paired over items.
+
+    ``shown`` names the pooled ratios printed beside the effect, in the order the page lists them.
+    """
+    claim = CLAIMS[key]
+    effect = paired_ratio_difference(reference, other, resamples=settings.resamples, seed=settings.seed)
+    context = tuple(_pooled(name, *sums_counts, claim.unit, settings) for name, sums_counts in shown)
+    return difference(claim, effect, cell, measurements=context, notes=notes)
+
+
 def kl_finding(cell: Cell, settings: Settings) -> Finding:
     """Full fine-tuning shifts the distribution more than LoRA: pooled KL, paired over prompts."""
     claim, where = CLAIMS["kl"], cell_of(cell, methods=["lora", "full"])
@@ -448,10 +467,8 @@ def check_kl(
     notes: tuple[str, ...] = (),
 ) -> Finding:
     """The kl rule on per-prompt ``(summed KL, tokens)`` of both models (same prompts, same order)."""
-    claim = CLAIMS["kl"]
-    effect = paired_ratio_difference(lora, full, resamples=settings.resamples, seed=settings.seed)
-    context = (_pooled("KL, LoRA", *lora, claim.unit, settings), _pooled("KL, full", *full, claim.unit, settings))
-    return difference(claim, effect, cell, measurements=context, notes=notes)
+    shown = (("KL, LoRA", lora), ("KL, full", full))
+    return _ratio_difference("kl", lora, full, shown, settings, cell, notes)
 
 
 def unshifted_finding(cell: Cell, settings: Settings) -> Finding:
@@ -473,13 +490,8 @@ def check_unshifted(
     notes: tuple[str, ...] = (),
 ) -> Finding:
     """The unshifted rule on per-prompt ``(unshifted tokens, tokens)`` of both models."""
-    claim = CLAIMS["unshifted"]
-    effect = paired_ratio_difference(full, lora, resamples=settings.resamples, seed=settings.seed)
-    context = (
-        _pooled("unshifted share, LoRA", *lora, claim.unit, settings),
-        _pooled("unshifted share, full", *full, claim.unit, settings),
-    )
-    return difference(claim, effect, cell, measurements=context, notes=notes)
+    shown = (("unshifted share, LoRA", lora), ("unshifted share, full", full))
+    return _ratio_difference("unshifted", full, lora, shown, settings, cell, notes)
 
 
 def _initiation_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -730,13 +742,11 @@ def check_style(
     lora: tuple[np.ndarray, np.ndarray], full: tuple[np.ndarray, np.ndarray], settings: Settings, cell: dict[str, Any]
 ) -> Finding:
     """The style rule on per-prompt ``(style tokens, tokens)`` at shifted and marginal positions of both models."""
-    claim = CLAIMS["style"]
-    effect = paired_ratio_difference(full, lora, resamples=settings.resamples, seed=settings.seed)
-    context = (
-        _pooled("style share of shifted/marginal tokens, LoRA", *lora, claim.unit, settings),
-        _pooled("style share of shifted/marginal tokens, full", *full, claim.unit, settings),
+    shown = (
+        ("style share of shifted/marginal tokens, LoRA", lora),
+        ("style share of shifted/marginal tokens, full", full),
     )
-    return difference(claim, effect, cell, measurements=context)
+    return _ratio_difference("style", full, lora, shown, settings, cell)
 
 
 def borrowed_finding(cell: Cell, settings: Settings) -> Finding:
@@ -763,13 +773,11 @@ def check_borrowed(
     cell: dict[str, Any],
 ) -> Finding:
     """The borrowed rule on per-response ``(found words, words)`` at shifted/marginal and at unshifted positions."""
-    claim = CLAIMS["borrowed"]
-    effect = paired_ratio_difference(unshifted, shifted, resamples=settings.resamples, seed=settings.seed)
-    context = (
-        _pooled("found in the training set, words at shifted/marginal positions", *shifted, claim.unit, settings),
-        _pooled("found in the training set, words at unshifted positions", *unshifted, claim.unit, settings),
+    shown = (
+        ("found in the training set, words at shifted/marginal positions", shifted),
+        ("found in the training set, words at unshifted positions", unshifted),
     )
-    return difference(claim, effect, cell, measurements=context)
+    return _ratio_difference("borrowed", unshifted, shifted, shown, settings, cell)
 
 
 # --- data size: one series per model and dataset ------------------------------------------------------------
