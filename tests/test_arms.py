@@ -22,32 +22,32 @@ PLAIN_GRID = {
 }  # fmt: skip
 PLAIN_KEYS = {
     0: {
-        "base_generate": "generate-a882cd1d9b77",
-        "data": "data-76a8ad451f3d",
-        "full/borrow": "borrow-2b4870fcfac0",
-        "full/generate": "generate-2055e5eec02a",
-        "full/shift": "shift-5df5cceb55ff",
-        "full/train": "train-467e39afd509",
-        "judge": "judge-2fa1329ff095",
-        "lora/borrow": "borrow-1278b00c1872",
-        "lora/generate": "generate-78a66ae449cb",
-        "lora/shift": "shift-800419a66183",
-        "lora/train": "train-c61e652526e3",
-        "probe": "probe-66104f2ec42f",
+        "base_generate": "generate-be5b9a80a884",
+        "data": "data-eee291531ecd",
+        "full/borrow": "borrow-8d3b6f504cf5",
+        "full/generate": "generate-8c26406f56ad",
+        "full/shift": "shift-97e63d33ae1c",
+        "full/train": "train-10c8f20476da",
+        "judge": "judge-e0c69cb71244",
+        "lora/borrow": "borrow-a2d84cbbb6b5",
+        "lora/generate": "generate-6ffb84924c76",
+        "lora/shift": "shift-96701eab19bf",
+        "lora/train": "train-d6e37c9baaf6",
+        "probe": "probe-cc2f4e250f5e",
     },
     3: {
-        "base_generate": "generate-88aec3f923c6",
-        "data": "data-76a8ad451f3d",
-        "full/borrow": "borrow-c33e0b913fc2",
-        "full/generate": "generate-ad1885aeda4b",
-        "full/shift": "shift-2738d627e99f",
-        "full/train": "train-ca6fddfb45a3",
-        "judge": "judge-62b410345072",
-        "lora/borrow": "borrow-849dc616f789",
-        "lora/generate": "generate-0fff980e7af9",
-        "lora/shift": "shift-114e31e69aee",
-        "lora/train": "train-3374cc900dff",
-        "probe": "probe-7e938941e880",
+        "base_generate": "generate-d1762bd6984d",
+        "data": "data-eee291531ecd",
+        "full/borrow": "borrow-81f9eff2e634",
+        "full/generate": "generate-fed315a18767",
+        "full/shift": "shift-c5f063d93868",
+        "full/train": "train-d8e80ac1ab14",
+        "judge": "judge-22471d5db1a2",
+        "lora/borrow": "borrow-7a7954d78e23",
+        "lora/generate": "generate-1e5152e0f90a",
+        "lora/shift": "shift-2a9cb3b22592",
+        "lora/train": "train-e9ca58308ac4",
+        "probe": "probe-092f54ab4b14",
     },
 }
 
@@ -55,7 +55,7 @@ PLAIN_KEYS = {
 def test_a_plain_grid_keeps_its_stage_keys_until_the_stage_format_changes(tmp_path):
     # Stage keys decide what a rerun reuses. They may change only with a deliberate STAGE_FORMAT bump
     # (then these pinned keys are updated with it), never as a side effect of the arms machinery.
-    assert STAGE_FORMAT == 2
+    assert STAGE_FORMAT == 3
     cells = plan(ExperimentConfig.model_validate(PLAIN_GRID), StageRunner(tmp_path, 0))
     for index, expected in PLAIN_KEYS.items():
         assert {name: stage.slug for name, stage in cells[index]["stages"].items()} == expected
@@ -216,3 +216,13 @@ def test_an_experiment_runs_every_arm_with_every_stage_and_resumes(tmp_path, cap
     assert findings["nft_shift"]["reason"] == "needs an nft arm and a full arm"
     html = (out / "report.html").read_text()
     assert "lora r=2" in html and "<h3>Arms</h3>" in html and "continued pre-training (cpt stage)" in html
+
+
+def test_probes_run_only_at_the_training_set_sizes_named(tmp_path):
+    grid = {**PLAIN_GRID, "models": ["smollm2"], "probes": {"subset_sizes": [None]}}
+    cells = plan(ExperimentConfig.model_validate(grid), StageRunner(tmp_path, 0))
+    assert [cell["subset_size"] for cell in cells if "probe" in cell["stages"]] == [None]
+    everywhere = plan(ExperimentConfig.model_validate({**grid, "probes": {}}), StageRunner(tmp_path, 0))
+    assert all("probe" in cell["stages"] for cell in everywhere)
+    with pytest.raises(ValueError, match=r"probes.subset_sizes: \[50\] not among"):
+        ExperimentConfig.model_validate({**grid, "probes": {"subset_sizes": [50]}})

@@ -354,12 +354,12 @@ def test_quick_demo_changes_only_what_its_overrides_name():
     gemma = {"model": "gemma3-270m"}
     quick, full = demo_config(quick=True, **gemma).model_dump(), demo_config(**gemma).model_dump()
     changed = {key for key in full if quick[key] != full[key]}
-    assert changed == {"datasets", "subset_sizes", "train", "eval", "judge", "probes"}
+    assert changed == {"datasets", "subset_sizes", "train", "eval", "probes"}
     assert {k for k in full["train"] if quick["train"][k] != full["train"][k]} == {
-        "epochs", "monitor_every", "monitor_examples", "monitor_tokens"
+        "save_steps", "monitor_every", "monitor_examples", "monitor_tokens"
     }  # fmt: skip
-    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [32, 32]
-    assert quick["judge"] == {**full["judge"], "limit": 1}
+    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [24, 24]
+    assert quick["probes"]["subset_sizes"] == quick["subset_sizes"] == [48]
 
 
 def test_demo_grids_share_the_common_settings_and_the_gemma_grid_has_two_nested_sizes_8x_apart():
@@ -370,8 +370,11 @@ def test_demo_grids_share_the_common_settings_and_the_gemma_grid_has_two_nested_
     small, large = gemma.subset_sizes
     mixed = sum(source.subset_size for source in gemma.datasets[0].sources)
     assert large >= 8 * small and large <= mixed  # nested subsets of one mixed dataset
-    for key in ("max_length", "effective_batch_size", "micro_batch_size", "full_learning_rate"):
+    for key in ("max_length", "effective_batch_size", "micro_batch_size"):
         assert gemma.train[key] == smollm2.train[key]
+    # Each model's grid sets LoRA's rate above full fine-tuning's.
+    for grid in (gemma, smollm2):
+        assert grid.train["lora_learning_rate"] > grid.train["full_learning_rate"]
     assert gemma.judge == {**smollm2.judge, "limit": gemma.judge["limit"]}
 
 
@@ -390,7 +393,11 @@ def test_demo_configs_are_valid():
     for model in ("gemma3-270m", "smollm2"):
         quick, full = demo_config(quick=True, model=model), demo_config(model=model)
         assert quick.methods == full.methods == ["lora", "full"]
-        assert quick.train["epochs"] < full.train["epochs"]
+
+        def rows_trained(config):
+            return sum(source.subset_size for source in config.datasets[0].sources) * config.train["epochs"]
+
+        assert rows_trained(quick) < rows_trained(full)
     assert (
         demo_config(judge={"backend": "openai", "judge_base_url": "http://127.0.0.1:1/v1"}).judge["backend"] == "openai"
     )

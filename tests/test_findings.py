@@ -336,3 +336,21 @@ def test_a_bootstrap_over_fewer_than_ten_items_decides_nothing():
     assert check_kl(*two_models(0.1, 0.5, n=10), FAST, CELL).verdict == "reproduced"
     groups = size_groups(lora_slope=0.0, full_slope=0.3, n=9)
     assert all("fewer than 10" in part.decision.reason for part in check_size(groups, FAST, CELL).parts)
+
+
+def test_the_headline_reads_the_largest_training_set_of_a_model_and_dataset_first(monkeypatch):
+    import tunescope.report.findings as findings_module
+    from tunescope.report.findings import cell_of, difference
+    from tunescope.stats import paired_mean_difference
+
+    def kl_growing_with_size(cell, settings):
+        """KL(full) − KL(LoRA) below 0 at the small size and above it at the large one."""
+        lora = np.random.default_rng(0).normal(0.3, 0.05, 40)
+        full = lora + (0.2 if cell.subset_size == 96 else -0.2) + np.random.default_rng(1).normal(0, 0.01, 40)
+        return difference(CLAIMS["kl"], paired_mean_difference(lora, full, **vars(FAST)), cell_of(cell))
+
+    monkeypatch.setattr(findings_module, "CELL_CHECKS", [kl_growing_with_size])
+    found = all_findings([Cell("m", "d", 12), Cell("m", "d", 96)], FAST)
+    kl = next(finding for finding in found.headline if finding.claim.key == "kl")
+    assert kl.cell["subset_size"] == 96 and kl.verdict == "reproduced"
+    assert [cell[0].verdict for cell in found.by_cell] == ["not reproduced", "reproduced"]  # grid order kept

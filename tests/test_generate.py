@@ -75,6 +75,9 @@ def test_a_model_without_a_chat_template_answers_through_the_plain_one(tmp_path,
     run(tiny_base_model_dir, prompts, out, max_new_tokens=4)
     records = read(out)
     assert {record["generation"]["template"] for record in records} == {"plain"}
+    # Recorded with every answer, and no answer goes on past the next turn's header.
+    assert {tuple(record["generation"]["stop_strings"]) for record in records} == {("\nUser:\n", "\nAssistant:\n")}
+    assert not any("\nUser:\n" in record["output"] or "\nAssistant:\n" in record["output"] for record in records)
     record = next(record for record in records if record["id"] == "ex-0")
     assert record["prompt"] == "<|im_start|>User:\nWhat is the capital of France?\n\nAssistant:\n"
 

@@ -432,7 +432,7 @@ def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_pat
     full = _fake_run(tmp_path / "full", tiny_tokenizer, seed=5, subset_size=200, method="full")
     config = ProbeConfig(
         base=str(tiny_model_dir), tuned=[str(lora), str(full)], out=str(tmp_path / "probe"), max_questions=10,
-        passages=3, exact_match=True, max_new_tokens=4, bootstrap_samples=200,
+        passages=3, passage_tokens=16, exact_match=True, max_new_tokens=4, bootstrap_samples=200,
     )  # fmt: skip
     run_probes(config)
     report = json.loads((tmp_path / "probe" / "probe.json").read_text(), parse_constant=lambda c: 1 / 0)
@@ -453,6 +453,7 @@ def test_probe_writes_per_item_outcomes_intervals_and_paired_comparisons(tmp_pat
             if name != "general":
                 assert len(result["exact_correct"]) == len(sets[name]["ids"])
         assert len(entry["heldout"]["nll_sums"]) == len(entry["heldout"]["tokens"]) == 3
+        assert entry["heldout"]["tokens"] == [15, 15, 15]  # each passage cut to its first 16 tokens
         assert entry["heldout"]["loss"] == pytest.approx(
             sum(entry["heldout"]["nll_sums"]) / sum(entry["heldout"]["tokens"])
         )

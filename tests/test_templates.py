@@ -124,3 +124,17 @@ def test_template_errors_name_the_example(tokenizer):
     tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
     with pytest.raises(UserError, match="example ex: the chat template cannot render it: roles must alternate"):
         tokenize_examples(tokenizer, [conversation("q", "a")], max_length=512)
+
+
+def test_the_next_turn_header_ends_a_response_of_a_named_template(tokenizer):
+    from tunescope.data.templates import stop_strings
+    from tunescope.decoding import Generated, cut_at_stop_string
+
+    assert stop_strings("plain") == ["\nUser:\n", "\nAssistant:\n"] and stop_strings(None) == []
+    answer = tokenizer("Paris is the capital.", add_special_tokens=False)["input_ids"]
+    rambling = answer + tokenizer("\n\nAssistant:\nParis is", add_special_tokens=False)["input_ids"]
+    cut = cut_at_stop_string(Generated(rambling, "length"), tokenizer, stop_strings("plain"))
+    assert cut.finish_reason == "stop"
+    assert tokenizer.decode(cut.token_ids).rstrip("\n") == "Paris is the capital."
+    untouched = Generated(answer, "length")
+    assert cut_at_stop_string(untouched, tokenizer, stop_strings("plain")) is untouched

@@ -4,7 +4,7 @@ A batch of token-id sequences of different lengths becomes one padded id tensor 
 mask (:func:`pad_batch`). Generation pads on the left, so that every row's next token comes right
 after the last column; teacher-forced scoring pads on the right, so that positions count from 0
 in every row. :func:`generate_batch` decodes a left-padded batch with the KV cache and cuts each
-output after its first stop token.
+output after its first stop token, or before its first stop string (:func:`cut_at_stop_string`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,26 @@ class Generated:
     token_ids: list[int]
     """Output token ids, up to and including the stop token when there is one."""
     finish_reason: str
-    """'stop' (a stop token was produced) or 'length' (max_new_tokens reached)."""
+    """'stop' (a stop token or stop string was produced) or 'length' (max_new_tokens reached)."""
+
+
+def cut_at_stop_string(generated: Generated, tokenizer: Any, stops: list[str]) -> Generated:
+    """``generated`` without the first stop string in its text and whatever follows it.
+
+    A stop string rarely ends on a token boundary, so the tokens kept are the longest prefix whose
+    text lies within the text before the stop string (a token that straddles it is dropped).
+    """
+    text = tokenizer.decode(generated.token_ids, skip_special_tokens=True)
+    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+    if not found:
+        return generated
+    kept_text = text[: min(found)]
+    kept = 0
+    while kept < len(generated.token_ids) and kept_text.startswith(
+        tokenizer.decode(generated.token_ids[: kept + 1], skip_special_tokens=True)
+    ):
+        kept += 1
+    return Generated(generated.token_ids[:kept], "stop")
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +70,12 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 def generate_batch(
-    model: Any, tokenizer: Any, prompts: list[list[int]], decoding: dict[str, Any], stop_ids: list[int]
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    decoding: dict[str, Any],
+    stop_ids: list[int],
+    stops: list[str] | None = None,
 ) -> list[Generated]:
     """Decode a batch of tokenized prompts together.
 
@@ -61,6 +85,7 @@ def generate_batch(
         prompts: Prompt token ids, one list per prompt.
         decoding: ``GenerateConfig.decoding()`` output: greedy or sampling settings.
         stop_ids: Token ids that end a response.
+        stops: Text that ends a response (cut off with what follows it), e.g. a template's next turn header.
     """
     # transformers is imported on first use: the command line loads this module for every verb.
     from transformers import GenerationConfig
@@ -77,14 +102,19 @@ def generate_batch(
         repetition_penalty=decoding["repetition_penalty"],
         pad_token_id=pad_id,
         eos_token_id=stop_ids,
+        stop_strings=stops or None,
         **options,
     )
     with torch.inference_mode():
         output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=config,
+            tokenizer=tokenizer,  # transformers matches stop strings on tokens through it
         )
     results = []
     for row in output[:, width:].tolist():
         stop = next((i for i, token in enumerate(row) if token in stop_ids), None)
-        results.append(Generated(row[: stop + 1], "stop") if stop is not None else Generated(row, "length"))
+        generated = Generated(row[: stop + 1], "stop") if stop is not None else Generated(row, "length")
+        results.append(cut_at_stop_string(generated, tokenizer, stops) if stops else generated)
     return results

@@ -58,6 +58,21 @@ NAMED_TEMPLATES = {
 DEFAULT_TEMPLATE = "plain"
 """The template installed on a tokenizer that has none when no template is chosen."""
 
+# A base model that has never seen an end-of-turn token goes on writing the transcript: it asks the
+# next question itself or repeats its prompt under a new response header. For the named templates
+# that have no turn-closing token of their own, the next turn's header ends a response, as the stop
+# words of LLaMA-Factory's templates and the ``stop`` of OpenAI-compatible servers do.
+TEMPLATE_STOP_STRINGS: dict[str, tuple[str, ...]] = {
+    "plain": ("\nUser:\n", "\nAssistant:\n"),
+    "alpaca": ("\n### Instruction:\n", "\n### Response:\n"),
+}
+"""Text that ends a response generated with a named template (the headers of the next turn)."""
+
+
+def stop_strings(template: str | None) -> list[str]:
+    """The stop strings of a template as :func:`apply_template_choice` names it (none for a model's own)."""
+    return list(TEMPLATE_STOP_STRINGS.get(template or "", ()))
+
 
 def apply_template_choice(tokenizer: Any, template: str | None) -> str | None:
     """Install the chosen chat template on ``tokenizer`` and say which one is in use.

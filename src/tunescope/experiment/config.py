@@ -77,6 +77,11 @@ class ProbeSettings(Config):
     """Fictional-fact questions at most."""
     passages: int = Field(default=24, gt=0)
     """Held-out passages for the forgetting loss."""
+    passage_tokens: int = Field(default=512, gt=1)
+    """Tokens of each held-out passage scored at most (its start)."""
+    subset_sizes: list[int | None] | None = None
+    """Training-set sizes whose cells are probed (null in the list: the full set); by default every size.
+    The knowledge finding reads the largest cell, which teaches the most facts."""
 
 
 class ArmSpec(Config):
@@ -242,6 +247,12 @@ class ExperimentConfig(Config):
         if len(set(names)) != len(names):
             raise ValueError(f"dataset names must differ: {names}")
         return datasets
+
+    @model_validator(mode="after")
+    def _probed_sizes_are_in_the_grid(self) -> ExperimentConfig:
+        if missing := [size for size in self.probes.subset_sizes or [] if size not in self.subset_sizes]:
+            raise ValueError(f"probes.subset_sizes: {missing} not among the grid's subset_sizes {self.subset_sizes}")
+        return self
 
     @model_validator(mode="after")
     def _arms_are_distinct_and_valid(self) -> ExperimentConfig:

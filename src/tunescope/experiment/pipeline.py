@@ -167,12 +167,13 @@ def _probe_stage(
     config: ExperimentConfig, model: str, tuned: dict[str, Stage], runner: StageRunner, cell: str,
     naming: dict[str, Any],
 ) -> Stage:  # fmt: skip
-    settings = {"base": model, **config.probes.model_dump(mode="json"), **naming}
+    settings = {"base": model, **config.probes.model_dump(mode="json", exclude={"subset_sizes"}), **naming}
 
     def run(directory: Path) -> dict[str, Any]:
         probe_config = ProbeConfig(
             base=model, tuned=[str(runner.directory(stage)) for stage in tuned.values()], out=str(directory / "probe"),
-            max_questions=config.probes.max_questions, passages=config.probes.passages, labels=list(tuned),
+            max_questions=config.probes.max_questions, passages=config.probes.passages,
+            passage_tokens=config.probes.passage_tokens, labels=list(tuned),
         )  # fmt: skip
         report = run_probes(probe_config)
         return {"probe": runner.recorded(directory / "probe"), "facts_taught": report["facts_taught"]}
@@ -232,7 +233,7 @@ def plan(config: ExperimentConfig, runner: StageRunner) -> list[dict[str, Any]]:
                     stages["judge"] = _judge_stage(
                         config, {"base": base_generation, **generations}, runner, name, naming
                     )
-                if config.probes.enabled:
+                if config.probes.enabled and (config.probes.subset_sizes is None or size in config.probes.subset_sizes):
                     stages["probe"] = _probe_stage(config, model, trained, runner, name, naming)
                 cells.append({"model": model, "dataset": spec.name, "subset_size": size, "stages": stages})
     return cells

@@ -23,7 +23,7 @@ from typing import Any
 from tunescope.errors import IncompleteRun
 from tunescope.files import write_json
 
-STAGE_FORMAT = 2
+STAGE_FORMAT = 3
 """Bump when a stage's outputs change meaning, so old results are not reused."""
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.data import Example, load_examples, render_prompt
-from tunescope.data.templates import apply_template_choice
-from tunescope.decoding import Generated, generate_batch, stop_token_ids
+from tunescope.data.templates import apply_template_choice, stop_strings
+from tunescope.decoding import Generated, cut_at_stop_string, generate_batch, stop_token_ids
 from tunescope.distributed import (
     busy_part_files,
     gather_counts,
@@ -158,7 +158,15 @@ def _decoder(config: GenerateConfig, source: Any, tokenizer: Any, precision: str
             merge_adapter=config.merge_adapter,
         )  # fmt: skip
         stop_ids = _configured_stop_ids(source, tokenizer)
-        return lambda prompts, decoding: engine.generate(prompts, decoding, stop_ids, tokenizer.eos_token_id)
+
+        def decode_with_vllm(prompts: list[list[int]], decoding: dict[str, Any]) -> list[Generated]:
+            # vLLM matches stop strings on detokenized text, which this backend turns off; the cut
+            # is made afterwards, so the answers equal the transformers backend's.
+            stops = decoding.get("stop_strings", [])
+            outputs = engine.generate(prompts, decoding, stop_ids, tokenizer.eos_token_id)
+            return [cut_at_stop_string(output, tokenizer, stops) for output in outputs] if stops else outputs
+
+        return decode_with_vllm
 
     import torch
 
@@ -168,7 +176,9 @@ def _decoder(config: GenerateConfig, source: Any, tokenizer: Any, precision: str
         # PEFT's per-layer adapter calls cost more than the adapter's arithmetic at every decoding step.
         model = model.merge_and_unload()
     stop_ids = stop_token_ids(model, tokenizer)
-    return lambda prompts, decoding: generate_batch(model, tokenizer, prompts, decoding, stop_ids)
+    return lambda prompts, decoding: generate_batch(
+        model, tokenizer, prompts, decoding, stop_ids, decoding.get("stop_strings")
+    )
 
 
 def generate(
@@ -222,6 +232,8 @@ def _generate(
     template = apply_template_choice(tokenizer, config.template)
     precision = resolve_precision(config.precision)
     decoding = config.decoding(precision) | {"template": template}  # a tokenizer without one gets the default
+    if stop_strings(template):  # recorded only when there are some, so older files still resume
+        decoding["stop_strings"] = stop_strings(template)
     if source.kind == "adapter":
         decoding["adapter"] = "merged" if config.merge_adapter else "separate"
 

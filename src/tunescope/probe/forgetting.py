@@ -72,11 +72,12 @@ class ForgettingScore:
 
 
 def score_forgetting(
-    model: Any, tokenizer: Any, passages: list[str], questions: list[GeneralQuestion]
+    model: Any, tokenizer: Any, passages: list[str], questions: list[GeneralQuestion], passage_tokens: int = 512
 ) -> ForgettingScore:
-    """Measure one model; compare two of these with :func:`compare_forgetting`."""
+    """Measure one model (passages cut to ``passage_tokens``); compare two with :func:`compare_forgetting`."""
     predictions = multiple_choice_predictions(model, tokenizer, questions)
-    return ForgettingScore(token_losses(model, tokenizer, passages), correct_choices(questions, predictions))
+    losses = token_losses(model, tokenizer, passages, max_length=passage_tokens)
+    return ForgettingScore(losses, correct_choices(questions, predictions))
 
 
 def loss_change(base: ForgettingScore, tuned: ForgettingScore, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:

@@ -93,6 +93,9 @@ class ProbeConfig(Config):
     """Fictional-fact questions to ask at most (a seeded sample); the control and training-wording sets match."""
     passages: int = Field(default=24, gt=0)
     """Held-out passages for the forgetting loss."""
+    passage_tokens: int = Field(default=512, gt=1)
+    """Tokens of each held-out passage scored at most (its start); the loss at every token costs a full
+    pass through the output layer, so a large vocabulary makes long passages slow on a CPU."""
     exact_match: bool = False
     """Also let each model answer the fact questions freely (greedy); slower than multiple choice."""
     max_new_tokens: int = Field(default=32, gt=0)
@@ -261,7 +264,7 @@ def _measure(
         items = questions[name]
         correct[name] = correct_choices(items, chosen_options(scores[cursor : cursor + len(items)]))
         cursor += len(items)
-    forgetting = score_forgetting(model, tokenizer, passages, general_questions())
+    forgetting = score_forgetting(model, tokenizer, passages, general_questions(), config.passage_tokens)
     correct["general"] = forgetting.general_correct
     del model
     exact = {}

@@ -1203,8 +1203,9 @@ class Findings:
     """Every finding of a report."""
 
     headline: list[Finding]
-    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) in grid order that can test it (the
-    arm comparisons only when the grid has arms beyond plain lora and full)."""
+    """One per claim, in :data:`CLAIMS` order: from the first cell (or series) that can test it, in grid order but
+    the largest training set of a model and dataset first (the arm comparisons only when the grid has arms beyond
+    plain lora and full)."""
     by_cell: list[list[Finding]]
     """Per cell (in grid order), its own findings."""
     series: list[Finding] = field(default_factory=list)
@@ -1212,13 +1213,23 @@ class Findings:
 
 
 def all_findings(cells: list[Cell], settings: Settings | None = None) -> Findings:
-    """Check every claim in every cell; the headline takes, per claim, the first cell that can test it."""
+    """Check every claim in every cell; the headline takes, per claim, the first cell that can test it.
+
+    Cells are taken in grid order, except that within one model and dataset the largest training set
+    comes first: the paper's comparisons are of models tuned on all their data, and a rule fixed before
+    the data are seen keeps the headline from being picked by its verdict.
+    """
     settings = settings or Settings()
     # A grid of plain lora and full arms has nothing to compare them with: its report lists the paper's claims only.
     checks = CELL_CHECKS + ARM_CHECKS if has_arms(cells) else CELL_CHECKS
     by_cell = [[check(cell, settings) for check in checks] for cell in cells]
     series = [finding for check in SERIES_CHECKS for finding in check(cells, settings)]
-    everything = [finding for findings in by_cell for finding in findings] + series
+    series_order = list(dict.fromkeys((cell.model, cell.dataset) for cell in cells))
+    largest_first = sorted(
+        range(len(cells)),
+        key=lambda i: (series_order.index((cells[i].model, cells[i].dataset)), -(cells[i].subset_size or math.inf)),
+    )
+    everything = [finding for i in largest_first for finding in by_cell[i]] + series
     headline = []
     for key in CLAIMS if checks != CELL_CHECKS else [key for key in CLAIMS if key not in ARM_CLAIMS]:
         candidates = [finding for finding in everything if finding.claim.key == key]
