@@ -458,24 +458,8 @@ def _ratio_difference(
 
 
 Notes = tuple[str, ...]
-RatioCheck = Callable[..., "Finding"]
+RatioCheck = Callable[..., Finding]
 """``check(lora, full, settings, cell, notes=())``: a claim decided on both models' per-prompt (sums, counts)."""
-
-
-def _shift_finding(
-    key: str, columns: tuple[str, ...], check: Callable[..., Finding], cell: Cell, settings: Settings
-) -> Finding:
-    """Claim ``key`` checked by ``check(lora, full, settings, cell, notes)`` on both models' per-prompt ``columns``."""
-    where = cell_of(cell, methods=["lora", "full"])
-    if not (pair := _shift_pair(cell)):
-        return untested(CLAIMS[key], where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
-    lora, full, notes = pair
-    return check(tuple(lora[c] for c in columns), tuple(full[c] for c in columns), settings, where, tuple(notes))
-
-
-def kl_finding(cell: Cell, settings: Settings) -> Finding:
-    """Full fine-tuning shifts the distribution more than LoRA: pooled KL, paired over prompts."""
-    return _shift_finding("kl", ("kl", "tokens"), check_kl, cell, settings)
 
 
 def _lora_against_full(key: str, per_prompt: str, measured: str, subtracted: Literal["lora", "full"]) -> RatioCheck:
@@ -494,6 +478,22 @@ def _lora_against_full(key: str, per_prompt: str, measured: str, subtracted: Lit
 
     check.__doc__ = f"The {key} rule on per-prompt ``{per_prompt}`` of both models (same prompts, same order)."
     return check
+
+
+def _shift_finding(
+    key: str, columns: tuple[str, ...], check: Callable[..., Finding], cell: Cell, settings: Settings
+) -> Finding:
+    """Claim ``key`` checked by ``check(lora, full, settings, cell, notes)`` on both models' per-prompt ``columns``."""
+    where = cell_of(cell, methods=["lora", "full"])
+    if not (pair := _shift_pair(cell)):
+        return untested(CLAIMS[key], where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
+    lora, full, notes = pair
+    return check(tuple(lora[c] for c in columns), tuple(full[c] for c in columns), settings, where, tuple(notes))
+
+
+def kl_finding(cell: Cell, settings: Settings) -> Finding:
+    """Full fine-tuning shifts the distribution more than LoRA: pooled KL, paired over prompts."""
+    return _shift_finding("kl", ("kl", "tokens"), check_kl, cell, settings)
 
 
 check_kl = _lora_against_full("kl", "(summed KL, tokens)", "KL", subtracted="lora")
