@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from tunescope.cli import main
-from tunescope.distributed import busy_part_files, process_state, require_visible
+from tunescope.distributed import busy_part_files, process_state, require_parts_visible, require_visible
 from tunescope.errors import UserError
 from tunescope.generate import GenerateConfig, generate
 from tunescope.generate.vllm_backend import finished_output
@@ -191,8 +191,11 @@ def test_a_part_the_main_process_cannot_see_is_an_error(tmp_path):
     assert len(busy_part_files(tmp_path, state, 9)) == 4
     (tmp_path / "rank-00000.jsonl").write_text("")
     require_visible(busy_part_files(tmp_path, state, 1))
+    require_parts_visible(tmp_path, state, 1)
     with pytest.raises(UserError, match="rank-00001.jsonl: written by another process but not visible here"):
         require_visible(busy_part_files(tmp_path, state, 2))
+    with pytest.raises(UserError, match="rank-00001.jsonl: written by another process but not visible here"):
+        require_parts_visible(tmp_path, state, 2)
 
 
 # ------------------------------------------------------------------------------------------

@@ -418,7 +418,9 @@ def test_notebook_loads_an_experiment_and_its_stages(finished_experiment, monkey
         assert len(tokens) == shift.loc[method, "n_tokens"]
         assert shift.loc[method, "kl"] == pytest.approx(tokens["kl"].mean(), rel=1e-4)
         assert shift.loc[method, "shifted"] == pytest.approx((tokens["klass"] == "shifted").mean())
+        assert shift.loc[method, "kl_ci_low"] <= shift.loc[method, "kl"] <= shift.loc[method, "kl_ci_high"]
     assert set(experiment.probe["model"]) == {"base", "lora", "full"}
+    assert {"heldout_loss", "facts", "facts_ci_low", "facts_ci_high", "retained_ci_high"} <= set(experiment.probe)
     assert set(experiment.judge["aspect"]) >= {"overall"}
     assert len(experiment.judgements()) > 0
     answers = experiment.answers

@@ -102,6 +102,15 @@ def busy_part_files(directory: Path, state: Any, n_items: int, suffix: str = ".j
     return [directory / f"rank-{rank:05d}{suffix}" for rank in range(min(n_items, state.num_processes))]
 
 
+def require_parts_visible(directory: Path, state: Any, n_items: int, suffix: str = ".jsonl") -> None:
+    """Refuse to join the parts of ``n_items`` items when a process's part file is not visible here.
+
+    Raises:
+        UserError: as :func:`require_visible`, for the :func:`busy_part_files`.
+    """
+    require_visible(busy_part_files(directory, state, n_items, suffix))
+
+
 def require_visible(paths: Sequence[Path]) -> None:
     """Refuse to join parts that the main process cannot see.
 

@@ -10,7 +10,8 @@ and the method, in words. The functions here build them:
   :func:`paired_ratio_difference`, :func:`paired_bootstrap` for any statistic), unmatched samples
   (:func:`independent_ratio_difference`, :func:`independent_ratio_of_means`), and the slope of a
   statistic against a covariate such as log10(training-set size), resampling within each group
-  (:func:`bootstrap_slope`, :func:`paired_slope_difference`, :func:`relative_slope`);
+  (:func:`bootstrap_slope`, :func:`paired_slope_difference`, :func:`relative_slope`); every one takes the
+  keywords of :class:`Resampling` (resamples, seed, interval method);
 * proportions: one proportion against a chance rate (:func:`proportion`, Wilson interval and an
   exact binomial test) and the difference of two proportions on the same questions
   (:func:`paired_proportions`, Newcombe's hybrid score interval and the exact McNemar test).
@@ -33,10 +34,11 @@ detect a given effect or show equivalence (:meth:`Estimate.items_to_detect`,
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 
@@ -55,6 +57,21 @@ _MAX_BATCH_ELEMENTS = 2_000_000
 
 Statistic = Callable[..., Any]
 """A vectorised statistic: ``statistic(*samples, axis=-1)`` reduces the last axis of every sample."""
+Values = Sequence[float] | np.ndarray
+"""One value per item."""
+SumsCounts = tuple[Values, Values]
+"""Per item, a numerator and a denominator (e.g. a response's summed KL and its token count)."""
+
+
+class Resampling(TypedDict, total=False):
+    """How a bootstrap draws its resamples: the keyword arguments every bootstrap function here takes."""
+
+    resamples: int
+    """Bootstrap resamples (default :data:`RESAMPLES`; 0: no interval, so no verdict)."""
+    seed: int
+    """Seed of the resampling (default 0)."""
+    method: BootstrapMethod
+    """How the interval is read from the resamples: BCa (default) or percentile; percentile where BCa is undefined."""
 
 
 def _number(value: Any) -> float | None:
@@ -198,10 +215,10 @@ def _run_bootstrap(
     statistic: Statistic,
     *,
     paired: bool,
-    resamples: int,
-    seed: int,
-    method: BootstrapMethod,
     label: str,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    method: BootstrapMethod = "BCa",
 ) -> Estimate:
     """The shared engine: point value, then 95% and 90% intervals from one bootstrap distribution.
 
@@ -249,26 +266,24 @@ def _run_bootstrap(
     return Estimate(value=value, n=n, method=description, ci95=levels[0.95], ci90=levels[0.90], se=se)
 
 
-def _as_float(values: Sequence[float] | np.ndarray) -> np.ndarray:
+def _as_float(values: Values) -> np.ndarray:
     return np.asarray(values, dtype=float).reshape(-1)
 
 
 def _paired(
-    data: tuple[np.ndarray, ...], statistic: Statistic, resamples: int, seed: int, method: BootstrapMethod, label: str
+    data: tuple[np.ndarray, ...], statistic: Statistic, label: str, **resampling: Unpack[Resampling]
 ) -> Estimate:
     if len({len(sample) for sample in data}) > 1:
         raise ValueError(f"per-item arrays differ in length: {[len(sample) for sample in data]}")
-    return _run_bootstrap(data, statistic, paired=True, resamples=resamples, seed=seed, method=method, label=label)
+    return _run_bootstrap(data, statistic, paired=True, label=label, **resampling)
 
 
 def paired_bootstrap(
-    samples: Sequence[Sequence[float] | np.ndarray],
+    samples: Sequence[Values],
     statistic: Statistic,
     *,
     label: str = "paired bootstrap over items",
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
+    **resampling: Unpack[Resampling],
 ) -> Estimate:
     """Bootstrap interval of any statistic of matched per-item arrays (the building block of the others).
 
@@ -280,7 +295,7 @@ def paired_bootstrap(
     passages); values within an item may be arbitrarily dependent, which is why whole items are
     resampled. ``statistic`` must be vectorised: ``statistic(*arrays, axis=-1)`` reduces the last axis.
     """
-    return _paired(tuple(_as_float(sample) for sample in samples), statistic, resamples, seed, method, label)
+    return _paired(tuple(_as_float(sample) for sample in samples), statistic, label, **resampling)
 
 
 def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -297,28 +312,16 @@ def _ratio_difference(
     return _ratio(b_sums, b_counts, axis) - _ratio(a_sums, a_counts, axis)
 
 
-def bootstrap_mean(
-    values: Sequence[float] | np.ndarray, *, resamples: int = RESAMPLES, seed: int = 0, method: BootstrapMethod = "BCa"
-) -> Estimate:
+def bootstrap_mean(values: Values, **resampling: Unpack[Resampling]) -> Estimate:
     """Mean of per-item values with a bootstrap interval over items (``scipy.stats.bootstrap``).
 
     Assumptions: items are independent; nothing about their distribution (judge scores, per-item
     shares). Use :func:`proportion` for 0/1 outcomes, whose score interval behaves better at small n.
     """
-    data = (_as_float(values),)
-    return _run_bootstrap(
-        data, _mean, paired=True, resamples=resamples, seed=seed, method=method, label="mean over items"
-    )
+    return _run_bootstrap((_as_float(values),), _mean, paired=True, label="mean over items", **resampling)
 
 
-def bootstrap_ratio(
-    sums: Sequence[float] | np.ndarray,
-    counts: Sequence[float] | np.ndarray,
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
-) -> Estimate:
+def bootstrap_ratio(sums: Values, counts: Values, **resampling: Unpack[Resampling]) -> Estimate:
     """Ratio of sums (a pooled, or micro, mean) with a bootstrap interval over items.
 
     Computes ``sum(sums) / sum(counts)``: e.g. per response the summed KL and its token count give the
@@ -329,7 +332,7 @@ def bootstrap_ratio(
     Assumptions: items are independent; ``counts`` are positive in total.
     """
     data = (_as_float(sums), _as_float(counts))
-    return _paired(data, _ratio, resamples, seed, method, "ratio of sums over items (pooled mean)")
+    return _paired(data, _ratio, "ratio of sums over items (pooled mean)", **resampling)
 
 
 def _draw_weights(index: np.ndarray, items: int) -> np.ndarray:
@@ -345,7 +348,7 @@ def _draw_weights(index: np.ndarray, items: int) -> np.ndarray:
 
 def bootstrap_ratios(
     sums: Sequence[Sequence[float]] | np.ndarray,
-    counts: Sequence[Sequence[float]] | Sequence[float] | np.ndarray,
+    counts: Sequence[Sequence[float]] | Values,
     *,
     resamples: int = RESAMPLES,
     seed: int = 0,
@@ -429,14 +432,7 @@ def bootstrap_ratios(
     return estimates
 
 
-def paired_mean_difference(
-    first: Sequence[float] | np.ndarray,
-    second: Sequence[float] | np.ndarray,
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
-) -> Estimate:
+def paired_mean_difference(first: Values, second: Values, **resampling: Unpack[Resampling]) -> Estimate:
     """``mean(second - first)`` over matched items, with a bootstrap interval (``scipy.stats.bootstrap``).
 
     E.g. per passage, the tuned model's loss minus the base model's; per prompt, LoRA's judge score
@@ -448,19 +444,10 @@ def paired_mean_difference(
     a, b = _as_float(first), _as_float(second)
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
-    return _run_bootstrap(
-        (b - a,), _mean, paired=True, resamples=resamples, seed=seed, method=method, label="paired mean difference"
-    )
+    return _run_bootstrap((b - a,), _mean, paired=True, label="paired mean difference", **resampling)
 
 
-def paired_ratio_difference(
-    first: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    second: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
-) -> Estimate:
+def paired_ratio_difference(first: SumsCounts, second: SumsCounts, **resampling: Unpack[Resampling]) -> Estimate:
     """Difference of pooled means, ``sum(s2)/sum(c2) - sum(s1)/sum(c1)``, over matched items.
 
     ``first`` and ``second`` are ``(sums, counts)`` per item, for two models answering the same items:
@@ -471,17 +458,33 @@ def paired_ratio_difference(
     Assumptions: item ``i`` of both sides is the same prompt or passage; items are independent.
     """
     data = tuple(_as_float(array) for array in (*first, *second))
-    return _paired(data, _ratio_difference, resamples, seed, method, "paired difference of pooled means")
+    return _paired(data, _ratio_difference, "paired difference of pooled means", **resampling)
 
 
-def independent_ratio_difference(
-    first: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    second: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
+def _independent(
+    first: SumsCounts,
+    second: SumsCounts,
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    label: str,
+    **resampling: Unpack[Resampling],
 ) -> Estimate:
+    """Bootstrap ``combine(second's pooled mean, first's pooled mean)``, each side's items resampled on their own.
+
+    The samples are index arrays (``paired=False``), so each item's sum and count stay together.
+    """
+    a_sums, a_counts, b_sums, b_counts = (_as_float(array) for array in (*first, *second))
+    if len(a_sums) != len(a_counts) or len(b_sums) != len(b_counts):
+        raise ValueError("each side needs one sum and one count per item")
+
+    def statistic(a_index: np.ndarray, b_index: np.ndarray, axis: int = -1) -> np.ndarray:
+        a, b = a_index.astype(int), b_index.astype(int)
+        return combine(_ratio(b_sums[b], b_counts[b], axis), _ratio(a_sums[a], a_counts[a], axis))
+
+    data = (np.arange(len(a_sums)), np.arange(len(b_sums)))
+    return _run_bootstrap(data, statistic, paired=False, label=label, **resampling)
+
+
+def independent_ratio_difference(first: SumsCounts, second: SumsCounts, **resampling: Unpack[Resampling]) -> Estimate:
     """Difference of pooled means of two unmatched samples, each resampled on its own.
 
     Like :func:`paired_ratio_difference` for items that are not the same on both sides (different
@@ -491,29 +494,11 @@ def independent_ratio_difference(
 
     Assumptions: items are independent within and between the two samples.
     """
-    a_sums, a_counts, b_sums, b_counts = (_as_float(array) for array in (*first, *second))
-    if len(a_sums) != len(a_counts) or len(b_sums) != len(b_counts):
-        raise ValueError("each side needs one sum and one count per item")
-
-    def statistic(a_index: np.ndarray, b_index: np.ndarray, axis: int = -1) -> np.ndarray:
-        a, b = a_index.astype(int), b_index.astype(int)
-        return _ratio(b_sums[b], b_counts[b], axis) - _ratio(a_sums[a], a_counts[a], axis)
-
-    data = (np.arange(len(a_sums)), np.arange(len(b_sums)))
-    return _run_bootstrap(
-        data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
-        label="difference of pooled means, independent samples",
-    )  # fmt: skip
+    label = "difference of pooled means, independent samples"
+    return _independent(first, second, operator.sub, label, **resampling)
 
 
-def independent_ratio_of_means(
-    first: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    second: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray],
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
-) -> Estimate:
+def independent_ratio_of_means(first: SumsCounts, second: SumsCounts, **resampling: Unpack[Resampling]) -> Estimate:
     """Ratio of two unmatched samples' pooled means, ``(sum(s2)/sum(c2)) / (sum(s1)/sum(c1))``.
 
     E.g. a model's loss per token on a data set's responses over its loss per token on held-out prose
@@ -525,34 +510,14 @@ def independent_ratio_of_means(
     Assumptions: items are independent within and between the two samples; the first side's pooled mean
     is positive.
     """
-    a_sums, a_counts, b_sums, b_counts = (_as_float(array) for array in (*first, *second))
-    if len(a_sums) != len(a_counts) or len(b_sums) != len(b_counts):
-        raise ValueError("each side needs one sum and one count per item")
-
-    def statistic(a_index: np.ndarray, b_index: np.ndarray, axis: int = -1) -> np.ndarray:
-        a, b = a_index.astype(int), b_index.astype(int)
-        return _ratio(b_sums[b], b_counts[b], axis) / _ratio(a_sums[a], a_counts[a], axis)
-
-    data = (np.arange(len(a_sums)), np.arange(len(b_sums)))
-    return _run_bootstrap(
-        data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
-        label="ratio of pooled means, independent samples",
-    )  # fmt: skip
+    label = "ratio of pooled means, independent samples"
+    return _independent(first, second, operator.truediv, label, **resampling)
 
 
-def independent_mean_difference(
-    first: Sequence[float] | np.ndarray,
-    second: Sequence[float] | np.ndarray,
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
-) -> Estimate:
+def independent_mean_difference(first: Values, second: Values, **resampling: Unpack[Resampling]) -> Estimate:
     """``mean(second) - mean(first)`` for unmatched samples (see :func:`independent_ratio_difference`)."""
     a, b = _as_float(first), _as_float(second)
-    return independent_ratio_difference(
-        (a, np.ones_like(a)), (b, np.ones_like(b)), resamples=resamples, seed=seed, method=method
-    )
+    return independent_ratio_difference((a, np.ones_like(a)), (b, np.ones_like(b)), **resampling)
 
 
 @dataclass(frozen=True)
@@ -561,9 +526,9 @@ class SlopeGroup:
 
     x: float
     """The covariate, e.g. log10(training-set size)."""
-    sums: Sequence[float] | np.ndarray
+    sums: Values
     """Per item, the numerator (e.g. summed KL of a response)."""
-    counts: Sequence[float] | np.ndarray
+    counts: Values
     """Per item, the denominator (e.g. its token count); ones for a plain mean."""
 
 
@@ -573,9 +538,7 @@ def _ols_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (y * centred).sum(axis=-1) / (centred**2).sum()
 
 
-def bootstrap_slope(
-    groups: Sequence[SlopeGroup], *, resamples: int = RESAMPLES, seed: int = 0, method: BootstrapMethod = "BCa"
-) -> Estimate:
+def bootstrap_slope(groups: Sequence[SlopeGroup], **resampling: Unpack[Resampling]) -> Estimate:
     """Least-squares slope of each group's pooled mean against its ``x``, with a stratified bootstrap interval.
 
     Computes, e.g., the change of mean KL per tenfold more training data: one point per group
@@ -600,10 +563,8 @@ def bootstrap_slope(
         return _ols_slope(xs, np.stack(np.broadcast_arrays(*means), axis=-1))
 
     data = tuple(np.arange(len(group_sums)) for group_sums in sums)
-    return _run_bootstrap(
-        data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
-        label=f"least-squares slope over {len(groups)} groups, items resampled within groups",
-    )  # fmt: skip
+    label = f"least-squares slope over {len(groups)} groups, items resampled within groups"
+    return _run_bootstrap(data, statistic, paired=False, label=label, **resampling)
 
 
 @dataclass(frozen=True)
@@ -612,9 +573,9 @@ class PairedSlopeGroup:
 
     x: float
     """The covariate, e.g. log10(training-set size)."""
-    first: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
+    first: SumsCounts
     """``(sums, counts)`` per item for the first model (e.g. LoRA)."""
-    second: tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
+    second: SumsCounts
     """``(sums, counts)`` per item for the second model (e.g. full fine-tuning), same items in the same order."""
 
 
@@ -622,9 +583,7 @@ def _paired_slopes(
     groups: Sequence[PairedSlopeGroup],
     combine: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     label: str,
-    resamples: int,
-    seed: int,
-    method: BootstrapMethod,
+    **resampling: Unpack[Resampling],
 ) -> Estimate:
     """Bootstrap a statistic of both models' per-group pooled means: ``combine(xs, firsts, seconds)``.
 
@@ -649,15 +608,11 @@ def _paired_slopes(
         return combine(xs, np.stack(np.broadcast_arrays(*firsts), -1), np.stack(np.broadcast_arrays(*seconds), -1))
 
     data = tuple(np.arange(len(group_arrays[0])) for group_arrays in arrays)
-    return _run_bootstrap(
-        data, statistic, paired=False, resamples=resamples, seed=seed, method=method,
-        label=f"{label} over {len(groups)} groups, items paired within groups",
-    )  # fmt: skip
+    label = f"{label} over {len(groups)} groups, items paired within groups"
+    return _run_bootstrap(data, statistic, paired=False, label=label, **resampling)
 
 
-def paired_slope_difference(
-    groups: Sequence[PairedSlopeGroup], *, resamples: int = RESAMPLES, seed: int = 0, method: BootstrapMethod = "BCa"
-) -> Estimate:
+def paired_slope_difference(groups: Sequence[PairedSlopeGroup], **resampling: Unpack[Resampling]) -> Estimate:
     """``slope(second) - slope(first)``: how much faster the second model's pooled mean grows with ``x``.
 
     Both slopes as in :func:`bootstrap_slope`; items are resampled within each group with the same
@@ -670,16 +625,14 @@ def paired_slope_difference(
     def difference(xs: np.ndarray, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         return _ols_slope(xs, seconds) - _ols_slope(xs, firsts)
 
-    return _paired_slopes(groups, difference, "difference of least-squares slopes", resamples, seed, method)
+    return _paired_slopes(groups, difference, "difference of least-squares slopes", **resampling)
 
 
 def relative_slope(
     groups: Sequence[PairedSlopeGroup],
     *,
     of: Literal["first", "second"] = "first",
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    method: BootstrapMethod = "BCa",
+    **resampling: Unpack[Resampling],
 ) -> Estimate:
     """The slope of one model's pooled mean against ``x``, as a share of the second model's mean level.
 
@@ -698,7 +651,7 @@ def relative_slope(
         return _ols_slope(xs, firsts if of == "first" else seconds) / seconds.mean(axis=-1)
 
     label = f"least-squares slope of the {of} model's pooled mean over the second model's mean level"
-    return _paired_slopes(groups, rate, label, resamples, seed, method)
+    return _paired_slopes(groups, rate, label, **resampling)
 
 
 # --- proportions -------------------------------------------------------------------------------------------

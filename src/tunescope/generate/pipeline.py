@@ -18,15 +18,7 @@ from typing import Any
 from tunescope.data import Example, load_examples, render_prompt
 from tunescope.data.templates import apply_template_choice, stop_strings
 from tunescope.decoding import Generated, cut_at_stop_string, generate_batch, stop_token_ids
-from tunescope.distributed import (
-    busy_part_files,
-    gather_counts,
-    model_device,
-    part_file,
-    process_state,
-    require_visible,
-    shard,
-)
+from tunescope.distributed import gather_counts, model_device, part_file, process_state, require_parts_visible, shard
 from tunescope.errors import UserError
 from tunescope.files import atomic_path
 from tunescope.generate.config import GenerateConfig
@@ -285,7 +277,7 @@ def _generate(
     n_new = gather_counts(state, {"new": sum(len(batch) for batch in mine)})["new"]
     if not direct:
         if state.is_main_process:
-            require_visible(busy_part_files(parts, state, len(batches)))
+            require_parts_visible(parts, state, len(batches))
             _join_parts(path, parts, position)
         state.wait_for_everyone()
     return GenerateResult(path, n_new, len(prompts) - len(pending), state.num_processes)

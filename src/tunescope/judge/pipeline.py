@@ -26,15 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescope.config import config_to_dict, upgraded_settings
-from tunescope.distributed import (
-    busy_part_files,
-    gather_counts,
-    model_device,
-    part_file,
-    process_state,
-    require_visible,
-    shard,
-)
+from tunescope.distributed import gather_counts, model_device, part_file, process_state, require_parts_visible, shard
 from tunescope.errors import UserError
 from tunescope.files import write_json, write_jsonl
 from tunescope.generate.store import ResponseRecord
@@ -337,7 +329,7 @@ def _run_sharded(
     )
     if not state.is_main_process:
         return None
-    require_visible(busy_part_files(parts, state, len(pending)))
+    require_parts_visible(parts, state, len(pending))
     _join_judgement_parts(log_path, parts, tasks)
     latest = read_judgements(log_path)
     # A run that stopped sending left some tasks without a record of this request.

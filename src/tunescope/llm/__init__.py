@@ -16,16 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tunescope.llm.base import (
-    AUTO_JSON_MODES,
-    Backend,
-    BackendError,
-    FormatRefused,
-    JsonMode,
-    JsonModeMemory,
-    Reply,
-    RequestFailed,
-)
+from tunescope.llm.base import Backend, BackendError, JsonMode, JsonModeMemory, Reply, RequestFailed
 from tunescope.llm.cache import ReplyCache, request_key
 from tunescope.llm.http import OpenAICompatibleBackend
 from tunescope.llm.local import HFBackend
@@ -103,11 +94,9 @@ def backend_from_settings(
 
 
 __all__ = [
-    "AUTO_JSON_MODES",
     "Backend",
     "BackendError",
     "BackendSettings",
-    "FormatRefused",
     "HFBackend",
     "JsonMode",
     "JsonModeMemory",

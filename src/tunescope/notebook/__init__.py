@@ -49,6 +49,13 @@ def _value(entry: dict[str, Any] | None) -> tuple[float | None, float | None, fl
     return entry.get("value"), low, high
 
 
+def _with_intervals(row: dict[str, Any], entries: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """``row`` plus, for each named ``{value, ci95}`` entry, the columns ``name``, ``name_ci_low``, ``name_ci_high``."""
+    for name, entry in entries.items():
+        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _value(entry)
+    return row
+
+
 def _jsonl(path: Path) -> pd.DataFrame:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return pd.DataFrame(rows)
@@ -116,14 +123,13 @@ class Experiment:
         """Per cell and method: responses, tokens, mean KL, base probability and rank, class shares (95% CIs)."""
 
         def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            out = []
-            for entry in entries:
-                row = {key: entry[key] for key in ("method", "mode", "n_responses", "n_tokens")}
-                measures = {"kl": entry["kl"], "base_prob": entry["base_prob"], "base_rank": entry["base_rank"]}
-                for name, measure in {**measures, **entry["classes"]}.items():
-                    row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _value(measure)
-                out.append(row)
-            return out
+            return [
+                _with_intervals(
+                    {key: entry[key] for key in ("method", "mode", "n_responses", "n_tokens")},
+                    {name: entry[name] for name in ("kl", "base_prob", "base_rank")} | entry["classes"],
+                )
+                for entry in entries
+            ]
 
         return self._per_cell("shift", rows)
 
@@ -149,13 +155,14 @@ class Experiment:
         """Per cell and model: accuracy on each question set, held-out loss and its change from the base."""
 
         def rows(section: dict[str, Any]) -> list[dict[str, Any]]:
-            out = []
-            for model, entry in section["models"].items():
-                row: dict[str, Any] = {"model": model, "heldout_loss": entry["heldout_loss"]}
-                for name in ("facts", "control", "training_wording", "general", "heldout_loss_change", "retained"):
-                    row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _value(entry.get(name))
-                out.append(row)
-            return out
+            measured = ("facts", "control", "training_wording", "general", "heldout_loss_change", "retained")
+            return [
+                _with_intervals(
+                    {"model": model, "heldout_loss": entry["heldout_loss"]},
+                    {name: entry.get(name) for name in measured},
+                )
+                for model, entry in section["models"].items()
+            ]
 
         return self._per_cell("probe", rows)
 

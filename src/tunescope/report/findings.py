@@ -39,6 +39,8 @@ from tunescope.stats import (
     Decision,
     Estimate,
     PairedSlopeGroup,
+    Resampling,
+    SumsCounts,
     bootstrap_mean,
     bootstrap_ratio,
     difference_rule,
@@ -267,6 +269,11 @@ class Settings:
     seed: int = 0
     """Seed of the resampling."""
 
+    @property
+    def resampling(self) -> Resampling:
+        """The keywords of every bootstrap call of the report."""
+        return {"resamples": self.resamples, "seed": self.seed}
+
 
 def cell_of(cell: Cell, **extra: Any) -> dict[str, Any]:
     """The cell a finding came from, as report.json gives it."""
@@ -427,7 +434,7 @@ def _shift_pair(cell: Cell) -> tuple[PerItem, PerItem, list[str]] | None:
 
 
 def _pooled(name: str, sums: np.ndarray, counts: np.ndarray, unit: str, settings: Settings) -> Measurement:
-    estimate = bootstrap_ratio(sums, counts, resamples=settings.resamples, seed=settings.seed)
+    estimate = bootstrap_ratio(sums, counts, **settings.resampling)
     return Measurement(name, unit, enough_items(estimate))
 
 
@@ -445,53 +452,59 @@ def _ratio_difference(
     ``shown`` names the pooled ratios printed beside the effect, in the order the page lists them.
     """
     claim = CLAIMS[key]
-    effect = paired_ratio_difference(reference, other, resamples=settings.resamples, seed=settings.seed)
+    effect = paired_ratio_difference(reference, other, **settings.resampling)
     context = tuple(_pooled(name, *sums_counts, claim.unit, settings) for name, sums_counts in shown)
     return difference(claim, effect, cell, measurements=context, notes=notes)
 
 
+Notes = tuple[str, ...]
+RatioCheck = Callable[..., Finding]
+"""``check(lora, full, settings, cell, notes=())``: a claim decided on both models' per-prompt (sums, counts)."""
+
+
+def _lora_against_full(key: str, per_prompt: str, measured: str, subtracted: Literal["lora", "full"]) -> RatioCheck:
+    """The check of claim ``key``: the pooled ratio of the other model minus that of the ``subtracted`` one.
+
+    The check takes per-prompt ``per_prompt`` (sums, counts) of both models, same prompts in the same order, and
+    shows each model's pooled ratio as ``measured``.
+    """
+
+    def check(
+        lora: SumsCounts, full: SumsCounts, settings: Settings, cell: dict[str, Any], notes: Notes = ()
+    ) -> Finding:
+        shown = ((f"{measured}, LoRA", lora), (f"{measured}, full", full))
+        reference, other = (lora, full) if subtracted == "lora" else (full, lora)
+        return _ratio_difference(key, reference, other, shown, settings, cell, notes)
+
+    check.__doc__ = f"The {key} rule on per-prompt ``{per_prompt}`` of both models (same prompts, same order)."
+    return check
+
+
+def _shift_finding(
+    key: str, columns: tuple[str, ...], check: Callable[..., Finding], cell: Cell, settings: Settings
+) -> Finding:
+    """Claim ``key`` checked by ``check(lora, full, settings, cell, notes)`` on both models' per-prompt ``columns``."""
+    where = cell_of(cell, methods=["lora", "full"])
+    if not (pair := _shift_pair(cell)):
+        return untested(CLAIMS[key], where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
+    lora, full, notes = pair
+    return check(tuple(lora[c] for c in columns), tuple(full[c] for c in columns), settings, where, tuple(notes))
+
+
 def kl_finding(cell: Cell, settings: Settings) -> Finding:
     """Full fine-tuning shifts the distribution more than LoRA: pooled KL, paired over prompts."""
-    claim, where = CLAIMS["kl"], cell_of(cell, methods=["lora", "full"])
-    if not (pair := _shift_pair(cell)):
-        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
-    lora, full, notes = pair
-    return check_kl((lora["kl"], lora["tokens"]), (full["kl"], full["tokens"]), settings, where, tuple(notes))
+    return _shift_finding("kl", ("kl", "tokens"), check_kl, cell, settings)
 
 
-def check_kl(
-    lora: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
-    settings: Settings,
-    cell: dict[str, Any],
-    notes: tuple[str, ...] = (),
-) -> Finding:
-    """The kl rule on per-prompt ``(summed KL, tokens)`` of both models (same prompts, same order)."""
-    shown = (("KL, LoRA", lora), ("KL, full", full))
-    return _ratio_difference("kl", lora, full, shown, settings, cell, notes)
+check_kl = _lora_against_full("kl", "(summed KL, tokens)", "KL", subtracted="lora")
 
 
 def unshifted_finding(cell: Cell, settings: Settings) -> Finding:
     """LoRA keeps more of the base model's top tokens than full fine-tuning: pooled share, paired over prompts."""
-    claim, where = CLAIMS["unshifted"], cell_of(cell, methods=["lora", "full"])
-    if not (pair := _shift_pair(cell)):
-        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
-    lora, full, notes = pair
-    return check_unshifted(
-        (lora["unshifted"], lora["tokens"]), (full["unshifted"], full["tokens"]), settings, where, tuple(notes)
-    )
+    return _shift_finding("unshifted", ("unshifted", "tokens"), check_unshifted, cell, settings)
 
 
-def check_unshifted(
-    lora: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
-    settings: Settings,
-    cell: dict[str, Any],
-    notes: tuple[str, ...] = (),
-) -> Finding:
-    """The unshifted rule on per-prompt ``(unshifted tokens, tokens)`` of both models."""
-    shown = (("unshifted share, LoRA", lora), ("unshifted share, full", full))
-    return _ratio_difference("unshifted", full, lora, shown, settings, cell, notes)
+check_unshifted = _lora_against_full("unshifted", "(unshifted tokens, tokens)", "unshifted share", subtracted="full")
 
 
 def _initiation_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -504,14 +517,8 @@ def initiation_finding(cell: Cell, settings: Settings) -> Finding:
     Prompts, not sentences, are the unit: the two models wrote different sentences, so only their
     responses to the same prompt are matched; resampling prompts keeps each response's sentences together.
     """
-    claim, where = CLAIMS["initiation"], cell_of(cell, methods=["lora", "full"])
-    if not (pair := _shift_pair(cell)):
-        return untested(claim, where, "needs shift results (tokens.parquet) for both LoRA and full fine-tuning")
-    lora, full, notes = pair
     columns = ("kl_first", "first_tokens", "kl_rest", "rest_tokens")
-    return check_initiation(
-        tuple(lora[c] for c in columns), tuple(full[c] for c in columns), settings, where, tuple(notes)
-    )
+    return _shift_finding("initiation", columns, check_initiation, cell, settings)
 
 
 def check_initiation(
@@ -523,7 +530,7 @@ def check_initiation(
 ) -> Finding:
     """The initiation rule on per-prompt (KL first, count first, KL rest, count rest) of both models."""
     claim = CLAIMS["initiation"]
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     label = "difference of (pooled KL first / pooled KL rest), paired bootstrap over prompts"
     effect = paired_bootstrap((*lora, *full), _initiation_difference, label=label, **options)
     ratios = {
@@ -647,7 +654,7 @@ def check_forgetting(
     (full − base) − (LoRA − base) is full − LoRA, so the effect pairs the two tuned models directly.
     """
     claim = CLAIMS["forgetting"]
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     effect = paired_ratio_difference(lora, full, **options)
     context = [
         Measurement(
@@ -713,7 +720,7 @@ def check_judge(
 ) -> Finding:
     """The judge rule on per-prompt five-aspect averages of both models (same prompts, same order)."""
     claim = CLAIMS["judge"]
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     effect = paired_mean_difference(full, lora, **options)
     context = tuple(
         Measurement(f"five-aspect average, {name}", claim.unit, enough_items(bootstrap_mean(values, **options)))
@@ -738,15 +745,9 @@ def style_finding(cell: Cell, settings: Settings) -> Finding:
     return check_style((lora["style"], lora["tokens"]), (full["style"], full["tokens"]), settings, where)
 
 
-def check_style(
-    lora: tuple[np.ndarray, np.ndarray], full: tuple[np.ndarray, np.ndarray], settings: Settings, cell: dict[str, Any]
-) -> Finding:
-    """The style rule on per-prompt ``(style tokens, tokens)`` at shifted and marginal positions of both models."""
-    shown = (
-        ("style share of shifted/marginal tokens, LoRA", lora),
-        ("style share of shifted/marginal tokens, full", full),
-    )
-    return _ratio_difference("style", full, lora, shown, settings, cell)
+check_style = _lora_against_full(
+    "style", "(style tokens, tokens)", "style share of shifted/marginal tokens", subtracted="full"
+)
 
 
 def borrowed_finding(cell: Cell, settings: Settings) -> Finding:
@@ -818,7 +819,7 @@ def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[st
     the margin means the same on every model (docs/method.md#findings).
     """
     claim, unit = CLAIMS["size"], CLAIMS["size"].unit
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     fmt = formatter(unit)
     smallest = min(len(group.first[0]) for group in groups)
     full_rate = enough_items(relative_slope(groups, of="second", **options), smallest)
@@ -897,8 +898,7 @@ def relative_kl_difference(
     label = "difference of pooled KL over a reference model's pooled KL, paired bootstrap over prompts"
     return enough_items(
         paired_bootstrap(
-            (*first, *second, *reference), _relative_kl_difference, label=label, resamples=settings.resamples,
-            seed=settings.seed,
+            (*first, *second, *reference), _relative_kl_difference, label=label, **settings.resampling,
         )
     )  # fmt: skip
 
@@ -911,6 +911,29 @@ def _full_above_lora_control(
     estimate = relative_kl_difference(full, lora, full, settings)
     unit = "share of full fine-tuning's mean KL"
     return difference_verdict(estimate, +1, effect=name, fmt=formatter(unit)), name
+
+
+def _relative_kl_equivalence(
+    key: str,
+    effect_of: tuple[SumsCounts, SumsCounts, SumsCounts],
+    control_lora: tuple[str, SumsCounts],
+    shown: tuple[tuple[str, SumsCounts], ...],
+    settings: Settings,
+    cell: dict[str, Any],
+    notes: Notes,
+) -> Finding:
+    """No-effect claim ``key`` on :func:`relative_kl_difference` of ``effect_of``, full above a LoRA the control.
+
+    ``control_lora`` is the named LoRA arm full fine-tuning must shift more than; ``shown`` names the pooled KL of
+    each arm printed beside the effect.
+    """
+    claim = CLAIMS[key]
+    effect = relative_kl_difference(*effect_of, settings)
+    full = effect_of[2]
+    control, control_name = _full_above_lora_control(control_lora[1], full, settings, control_lora[0])
+    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
+    context = tuple(_pooled(f"KL, {name}", *sums, "nats per token", settings) for name, sums in shown)
+    return Finding(claim, decision, cell, context, notes, control_name=control_name)
 
 
 def nft_shift_finding(cell: Cell, settings: Settings) -> Finding:
@@ -939,15 +962,8 @@ def check_nft_shift(
     notes: tuple[str, ...] = (),
 ) -> Finding:
     """The nft_shift rule on per-prompt ``(summed KL, tokens)`` of the three arms (same prompts, same order)."""
-    claim = CLAIMS["nft_shift"]
-    effect = relative_kl_difference(nft, full, full, settings)
-    control, control_name = _full_above_lora_control(lora, full, settings, "LoRA")
-    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
-    context = tuple(
-        _pooled(f"KL, {name}", *sums, "nats per token", settings)
-        for name, sums in (("NFT", nft), ("full", full), ("LoRA", lora))
-    )
-    return Finding(claim, decision, cell, context, notes, control_name=control_name)
+    shown = (("NFT", nft), ("full", full), ("LoRA", lora))
+    return _relative_kl_equivalence("nft_shift", (nft, full, full), ("LoRA", lora), shown, settings, cell, notes)
 
 
 def nft_judge_finding(cell: Cell, settings: Settings) -> Finding:
@@ -980,7 +996,7 @@ def check_nft_judge(
 ) -> Finding:  # fmt: skip
     """The nft_judge rule on per-prompt five-aspect averages of the three arms (same prompts, same order)."""
     claim = CLAIMS["nft_judge"]
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     effect = enough_items(paired_mean_difference(full, nft, **options))
     control_name = "five-aspect average, LoRA − full"
     control_estimate = enough_items(paired_mean_difference(full, lora, **options))
@@ -1037,15 +1053,9 @@ def check_rank(
     notes: tuple[str, ...] = (),
 ) -> Finding:
     """The lora_rank rule on per-prompt ``(summed KL, tokens)`` of the smallest and largest rank and of full."""
-    claim = CLAIMS["lora_rank"]
-    effect = relative_kl_difference(largest, smallest, full, settings)
-    control, control_name = _full_above_lora_control(largest, full, settings, f"LoRA r={ranks[1]}")
-    decision = no_effect_verdict(effect, claim.margin, control, effect=claim.effect, fmt=formatter(claim.unit))  # type: ignore[arg-type]
-    context = tuple(
-        _pooled(f"KL, {name}", *sums, "nats per token", settings)
-        for name, sums in ((f"LoRA r={ranks[0]}", smallest), (f"LoRA r={ranks[1]}", largest), ("full", full))
-    )
-    return Finding(claim, decision, cell, context, notes, control_name=control_name)
+    shown = ((f"LoRA r={ranks[0]}", smallest), (f"LoRA r={ranks[1]}", largest), ("full", full))
+    control_lora = (f"LoRA r={ranks[1]}", largest)
+    return _relative_kl_equivalence("lora_rank", (largest, smallest, full), control_lora, shown, settings, cell, notes)
 
 
 def learning_rate_pair(cell: Cell) -> tuple[MethodRun, MethodRun, MethodRun] | str:
@@ -1099,7 +1109,7 @@ def check_learning_rate(
     Beside it, full − LoRA at the same rate: the method gap without the confound.
     """
     claim = CLAIMS["lora_lr"]
-    options = {"resamples": settings.resamples, "seed": settings.seed}
+    options = settings.resampling
     effect = paired_ratio_difference(at_full, own, **options)
     own_name, at_full_name = (f"LoRA at {rate:g}" if rate else "LoRA" for rate in rates)
     context = (

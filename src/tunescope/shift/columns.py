@@ -41,6 +41,19 @@ class TokenColumn:
     """For a categorical column: the names its computed indices stand for."""
 
 
+def _metric(
+    name: str,
+    type: pa.DataType,
+    definition: str,
+    *,
+    aligntds: str | None = None,
+    viewer: bool = False,
+    labels: tuple[str, ...] | None = None,
+) -> TokenColumn:
+    """An exact-mode metric column: computed by the function of :mod:`tunescope.shift.metrics` with its name."""
+    return TokenColumn(name, type, definition, aligntds, viewer, getattr(metrics, name), labels)
+
+
 TOKEN_COLUMNS: tuple[TokenColumn, ...] = (
     TokenColumn("example_id", pa.string(), "the response's id"),
     TokenColumn("example_index", pa.int32(), "0-based position of the response in the responses file", viewer=True),
@@ -55,77 +68,64 @@ TOKEN_COLUMNS: tuple[TokenColumn, ...] = (
     TokenColumn(
         "char_end", pa.int32(), "end of the token's text; equal to char_start for a partial character", viewer=True
     ),
-    TokenColumn(
+    _metric(
         "klass", pa.string(), "unshifted / marginal / shifted, from base_rank and the configured thresholds",
         aligntds="unshifted / marginal / shifted, from TR + 1 and the configured thresholds",
-        viewer=True, compute=metrics.klass, labels=CLASSES,
+        viewer=True, labels=CLASSES,
     ),
-    TokenColumn(
-        "base_rank", pa.int64(),
-        "1-indexed exact rank of the response token among base logits: 1 + #(strictly larger)",
+    _metric(
+        "base_rank", pa.int64(), "1-indexed exact rank of the response token among base logits: 1 + #(strictly larger)",
         aligntds="AlignTDS's TR: 0-indexed position of the tuned top-1 text in the base top list, or the cap",
-        viewer=True, compute=metrics.base_rank,
+        viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "base_prob", pa.float32(), "p_base(response token), full vocabulary",
-        aligntds="AlignTDS's TP: renormalised base weight of the tuned top-1 text, 0 when absent",
-        viewer=True, compute=metrics.base_prob,
+        aligntds="AlignTDS's TP: renormalised base weight of the tuned top-1 text, 0 when absent", viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "tuned_prob", pa.float32(), "p_tuned(response token), full vocabulary",
-        aligntds="renormalised tuned weight of its own top-1", viewer=True, compute=metrics.tuned_prob,
+        aligntds="renormalised tuned weight of its own top-1", viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "kl", pa.float32(), "KL(base‖tuned) = Σ_v p_base(v) log(p_base(v) / p_tuned(v)), nats, full vocabulary",
         aligntds="AlignTDS's KL@k: renormalised top lists, summed over texts in both; truncated, may be negative",
-        viewer=True, compute=metrics.kl,
+        viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "kl_reverse", pa.float32(), "KL(tuned‖base), nats, full vocabulary",
-        aligntds="null (AlignTDS has no reverse KL)", viewer=True, compute=metrics.kl_reverse,
+        aligntds="null (AlignTDS has no reverse KL)", viewer=True,
     ),
-    TokenColumn(
-        "tuned_rank", pa.int64(), "1-indexed exact rank of the response token among tuned logits", aligntds="null",
-        compute=metrics.tuned_rank,
+    _metric("tuned_rank", pa.int64(), "1-indexed exact rank of the response token among tuned logits", aligntds="null"),
+    _metric("base_entropy", pa.float32(), "entropy of p_base, nats", aligntds="null", viewer=True),
+    _metric("tuned_entropy", pa.float32(), "entropy of p_tuned, nats", aligntds="null", viewer=True),
+    _metric("tuned_top1", pa.int32(), "argmax of the tuned distribution"),
+    _metric(
+        "is_tuned_top1", pa.bool_(), "the response token is the tuned argmax (false under sampling or changed numerics)"
     ),
-    TokenColumn(
-        "base_entropy", pa.float32(), "entropy of p_base, nats", aligntds="null", viewer=True,
-        compute=metrics.base_entropy,
-    ),
-    TokenColumn(
-        "tuned_entropy", pa.float32(), "entropy of p_tuned, nats", aligntds="null", viewer=True,
-        compute=metrics.tuned_entropy,
-    ),
-    TokenColumn("tuned_top1", pa.int32(), "argmax of the tuned distribution", compute=metrics.tuned_top1),
-    TokenColumn(
-        "is_tuned_top1", pa.bool_(),
-        "the response token is the tuned argmax (false under sampling or changed numerics)",
-        compute=metrics.is_tuned_top1,
-    ),
-    TokenColumn(
+    _metric(
         "base_rank_of_tuned_top1", pa.int64(), "1-indexed exact base rank of the tuned argmax",
-        aligntds="null (base_rank already ranks the tuned top-1)", compute=metrics.base_rank_of_tuned_top1,
+        aligntds="null (base_rank already ranks the tuned top-1)",
     ),
     TokenColumn(
         "sentence_index", pa.int32(),
         "0-based sentence of the response the token belongs to; -1 for white space",
     ),
     TokenColumn("initiation", pa.bool_(), "the token is among the first 5% (at least one) of its sentence's tokens"),
-    TokenColumn(
+    _metric(
         "base_top_ids", pa.list_(pa.int32()), "the base model's top-k token ids, best first",
-        aligntds="the first k of the base model's stored top list", viewer=True, compute=metrics.base_top_ids,
+        aligntds="the first k of the base model's stored top list", viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "base_top_probs", pa.list_(pa.float32()), "their full-vocabulary base probabilities",
-        aligntds="their weights renormalised over the stored list", viewer=True, compute=metrics.base_top_probs,
+        aligntds="their weights renormalised over the stored list", viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "tuned_top_ids", pa.list_(pa.int32()), "the tuned model's top-k token ids, best first",
-        aligntds="the first k of the tuned model's stored top list", viewer=True, compute=metrics.tuned_top_ids,
+        aligntds="the first k of the tuned model's stored top list", viewer=True,
     ),
-    TokenColumn(
+    _metric(
         "tuned_top_probs", pa.list_(pa.float32()), "their full-vocabulary tuned probabilities",
-        aligntds="their weights renormalised over the stored list", viewer=True, compute=metrics.tuned_top_probs,
+        aligntds="their weights renormalised over the stored list", viewer=True,
     ),
 )  # fmt: skip
 """Every column of tokens.parquet, in file order."""
