@@ -333,7 +333,9 @@ def test_report_of_a_directory_without_an_experiment(tmp_path, capsys):
     assert "no experiment.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("quick", "model"), [(False, []), (True, []), (False, ["--model", "smollm2"])])
+@pytest.mark.parametrize(
+    ("quick", "model"), [(False, []), (True, []), (False, ["--model", "smollm2"]), (True, ["--model", "smollm2"])]
+)
 def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick, model):
     from tunescope.config import build_config
     from tunescope.experiment.config import ExperimentConfig
@@ -344,7 +346,7 @@ def test_printed_demo_grid_is_the_demo(tmp_path, capsys, quick, model):
     grid.write_text(capsys.readouterr().out)
     expected = demo_config(quick=quick, **({"model": model[1]} if model else {}))
     assert build_config(ExperimentConfig, yaml_path=grid) == expected
-    assert expected.models == [model[1] if model else "smollm2"]
+    assert expected.models == [model[1] if model else "gemma3-270m"]
     assert not (tmp_path / "runs").exists()  # printed, not run
 
 
@@ -365,7 +367,7 @@ def test_quick_demo_changes_only_what_its_overrides_name():
 def test_demo_grids_share_the_common_settings_and_the_gemma_grid_has_two_nested_sizes_8x_apart():
     from tunescope.experiment.demo import demo_config
 
-    gemma, smollm2 = demo_config(model="gemma3-270m"), demo_config()
+    gemma, smollm2 = demo_config(), demo_config(model="smollm2")
     assert gemma.models == ["gemma3-270m"] and smollm2.models == ["smollm2"]
     small, large = gemma.subset_sizes
     mixed = sum(source.subset_size for source in gemma.datasets[0].sources)

@@ -440,9 +440,9 @@ def _pooled(name: str, sums: np.ndarray, counts: np.ndarray, unit: str, settings
 
 def _ratio_difference(
     key: str,
-    reference: tuple[np.ndarray, np.ndarray],
-    other: tuple[np.ndarray, np.ndarray],
-    shown: tuple[tuple[str, tuple[np.ndarray, np.ndarray]], ...],
+    reference: SumsCounts,
+    other: SumsCounts,
+    shown: tuple[tuple[str, SumsCounts], ...],
     settings: Settings,
     cell: dict[str, Any],
     notes: tuple[str, ...] = (),
@@ -629,7 +629,7 @@ def forgetting_finding(cell: Cell, settings: Settings) -> Finding:
     if not {"base", "lora", "full"} <= set(models):
         return untested(claim, where, "needs the probe of the base model, a LoRA run and a full run")
 
-    def losses(method: str) -> tuple[np.ndarray, np.ndarray]:
+    def losses(method: str) -> SumsCounts:
         heldout = models[method]["heldout"]
         return np.asarray(heldout["nll_sums"], dtype=float), np.asarray(heldout["tokens"], dtype=float)
 
@@ -642,9 +642,9 @@ def forgetting_finding(cell: Cell, settings: Settings) -> Finding:
 
 
 def check_forgetting(
-    base: tuple[np.ndarray, np.ndarray],
-    lora: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
+    base: SumsCounts,
+    lora: SumsCounts,
+    full: SumsCounts,
     settings: Settings,
     cell: dict[str, Any],
     retention: dict[str, Estimate] | None = None,
@@ -768,8 +768,8 @@ def borrowed_finding(cell: Cell, settings: Settings) -> Finding:
 
 
 def check_borrowed(
-    shifted: tuple[np.ndarray, np.ndarray],
-    unshifted: tuple[np.ndarray, np.ndarray],
+    shifted: SumsCounts,
+    unshifted: SumsCounts,
     settings: Settings,
     cell: dict[str, Any],
 ) -> Finding:
@@ -889,9 +889,9 @@ def _relative_kl_difference(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def relative_kl_difference(
-    first: tuple[np.ndarray, np.ndarray],
-    second: tuple[np.ndarray, np.ndarray],
-    reference: tuple[np.ndarray, np.ndarray],
+    first: SumsCounts,
+    second: SumsCounts,
+    reference: SumsCounts,
     settings: Settings,
 ) -> Estimate:
     """(KL(first) − KL(second)) / KL(reference), pooled per model, paired bootstrap over the same prompts."""
@@ -904,7 +904,7 @@ def relative_kl_difference(
 
 
 def _full_above_lora_control(
-    lora: tuple[np.ndarray, np.ndarray], full: tuple[np.ndarray, np.ndarray], settings: Settings, lora_name: str
+    lora: SumsCounts, full: SumsCounts, settings: Settings, lora_name: str
 ) -> tuple[Decision, str]:
     """The positive control of the arm equivalences: full fine-tuning shifts more than LoRA, as a share of full's KL."""
     name = f"(KL(full) − KL({lora_name})) / KL(full)"
@@ -954,9 +954,9 @@ def nft_shift_finding(cell: Cell, settings: Settings) -> Finding:
 
 
 def check_nft_shift(
-    nft: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
-    lora: tuple[np.ndarray, np.ndarray],
+    nft: SumsCounts,
+    full: SumsCounts,
+    lora: SumsCounts,
     settings: Settings,
     cell: dict[str, Any],
     notes: tuple[str, ...] = (),
@@ -1044,9 +1044,9 @@ def rank_finding(cell: Cell, settings: Settings) -> Finding:
 
 
 def check_rank(
-    smallest: tuple[np.ndarray, np.ndarray],
-    largest: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
+    smallest: SumsCounts,
+    largest: SumsCounts,
+    full: SumsCounts,
     ranks: tuple[int, int],
     settings: Settings,
     cell: dict[str, Any],
@@ -1096,9 +1096,9 @@ def learning_rate_finding(cell: Cell, settings: Settings) -> Finding:
 
 
 def check_learning_rate(
-    own: tuple[np.ndarray, np.ndarray],
-    at_full: tuple[np.ndarray, np.ndarray],
-    full: tuple[np.ndarray, np.ndarray],
+    own: SumsCounts,
+    at_full: SumsCounts,
+    full: SumsCounts,
     rates: tuple[float | None, float | None],
     settings: Settings,
     cell: dict[str, Any],
