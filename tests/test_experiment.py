@@ -360,8 +360,8 @@ def test_quick_demo_changes_only_what_its_overrides_name():
     assert {k for k in full["train"] if quick["train"][k] != full["train"][k]} == {
         "save_steps", "monitor_every", "monitor_examples", "monitor_tokens"
     }  # fmt: skip
-    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [24, 24]
-    assert quick["probes"]["subset_sizes"] == quick["subset_sizes"] == [48]
+    assert [s["subset_size"] for s in quick["datasets"][0]["sources"]] == [16, 16]
+    assert quick["probes"]["subset_sizes"] == quick["subset_sizes"] == [32]
 
 
 def test_demo_grids_share_the_common_settings_and_the_gemma_grid_has_two_nested_sizes_8x_apart():
