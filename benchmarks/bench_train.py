@@ -140,7 +140,7 @@ def run_plain_trl(case: Case, out: Path, padding_free: bool) -> dict:
             output_dir=str(out), num_train_epochs=1, learning_rate=config.effective_learning_rate,
             lr_scheduler_type="cosine", warmup_steps=0.0, per_device_train_batch_size=case.micro_batch_size,
             gradient_accumulation_steps=case.batch_size // case.micro_batch_size, gradient_checkpointing=False,
-            bf16=False, optim="adamw_torch", seed=42, logging_steps=1, save_strategy="no", report_to="none",
+            bf16=False, optim="adamw_torch_fused", seed=42, logging_steps=1, save_strategy="no", report_to="none",
             disable_tqdm=True, dataloader_pin_memory=False,
             # TRL refuses a max_length it would not enforce without packing; no example here is longer.
             max_length=None if padding_free else case.max_length, padding_free=padding_free,

@@ -392,7 +392,9 @@ def _sft_arguments(config: TrainConfig, run_dir: Path, packed: bool) -> Any:
         gradient_accumulation_steps=_gradient_accumulation(config),
         gradient_checkpointing=config.gradient_checkpointing,
         bf16=_use_bf16(config),
-        optim="adamw_torch",
+        # One fused kernel for the whole update (Transformers' default with torch >= 2.8): on a CPU the
+        # per-tensor loop took 0.71 s a step for Gemma-3-270M's 268M parameters, the fused one 0.11 s.
+        optim="adamw_torch_fused",
         seed=config.seed,
         data_seed=config.seed,
         # The examples arrive truncated; TRL refuses a max_length it would not enforce in padding-free rows,
