@@ -307,3 +307,15 @@ def test_shift_monitor_survives_a_resume(tiny_model_dir, tmp_path):
 
     assert curve(crashed) == curve(reference)
     assert sum("monitor_kl" in row for row in curve(reference)) == 5  # steps 0, 2, 4, 6, 8
+
+
+def test_the_final_step_is_not_checkpointed_when_checkpoints_are_removed_anyway():
+    from types import SimpleNamespace
+
+    from tunescope.train.callbacks import NoCheckpointAtTheEnd
+
+    callback = NoCheckpointAtTheEnd()
+    for step, saved in ((4, True), (11, True), (12, False)):
+        control = SimpleNamespace(should_save=True)
+        state = SimpleNamespace(global_step=step, max_steps=12)
+        assert callback.on_step_end(None, state, control).should_save is saved

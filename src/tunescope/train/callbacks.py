@@ -89,6 +89,22 @@ class StopOnNonFiniteLoss(TrainerCallback):
             )
 
 
+class NoCheckpointAtTheEnd(TrainerCallback):
+    """Skip the checkpoint the Trainer writes after the last step when the run's checkpoints are removed anyway.
+
+    With ``save_strategy="steps"`` the Trainer always checkpoints the final step. The run then saves its
+    weights and deletes its checkpoints (unless ``keep_checkpoints``), so that checkpoint would only be
+    written to be thrown away: for Gemma-3-270M full fine-tuning about 3 GB (weights and AdamW moments)
+    and 7 s of a 20 s benchmark run. A crash while the weights are saved resumes from the previous one.
+    """
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
+        """Turn the final step's save off."""
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+        return control
+
+
 class ProgressBar(TrainerCallback):
     """A terminal progress bar over optimizer steps, with the latest loss beside it."""
 

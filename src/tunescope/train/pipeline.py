@@ -435,12 +435,20 @@ def _build_trainer(
 ) -> Any:
     from transformers import PrinterCallback, ProgressCallback
 
-    from tunescope.train.callbacks import MetricsLog, ProgressBar, ProgressLines, StopOnNonFiniteLoss
+    from tunescope.train.callbacks import (
+        MetricsLog,
+        NoCheckpointAtTheEnd,
+        ProgressBar,
+        ProgressLines,
+        StopOnNonFiniteLoss,
+    )
     from tunescope.train.trainer import SafetensorsSFTTrainer
 
     monitor = _shift_monitor(config, run_dir, tokenizer) if config.monitor_every else None
     # The monitor measures before MetricsLog writes, so each step's line carries its measurement.
     callbacks = [StopOnNonFiniteLoss(), *([monitor] if monitor else []), MetricsLog(run_dir / "metrics.jsonl", monitor)]
+    if not config.keep_checkpoints:
+        callbacks.append(NoCheckpointAtTheEnd())
 
     # Already tokenized and masked, so TRL only batches and pads (and packs text pieces).
     trainer = SafetensorsSFTTrainer(
