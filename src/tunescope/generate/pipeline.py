@@ -224,8 +224,8 @@ def _generate(
     template = apply_template_choice(tokenizer, config.template)
     precision = resolve_precision(config.precision)
     decoding = config.decoding(precision) | {"template": template}  # a tokenizer without one gets the default
-    if stop_strings(template):  # recorded only when there are some, so older files still resume
-        decoding["stop_strings"] = stop_strings(template)
+    if stops := stop_strings(template):  # recorded only when there are some, so older files still resume
+        decoding["stop_strings"] = stops
     if source.kind == "adapter":
         decoding["adapter"] = "merged" if config.merge_adapter else "separate"
 
