@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tunescope.distributions import classify, entropy, kl_divergence, log_probs, rank_of
-from tunescope.shift.aligntds import AlignTDSSettings, aligntds_position, renormalise
-from tunescope.shift.columns import exact_metrics
+from tunescope.shift.aligntds import COLUMN_MEANINGS, AlignTDSSettings, aligntds_position, renormalise
+from tunescope.shift.columns import column_definitions, exact_metrics, token_columns
 from tunescope.shift.initiation import initiation_mask, sentence_of_tokens, sentence_spans
 from tunescope.shift.metrics import Positions
 from tunescope.shift.summary import summarize_columns
@@ -230,3 +230,13 @@ def test_curve_intervals_come_from_the_responses_that_reach_a_position():
     assert late["position"] == 11 and late["n_tokens"] == 3
     low, high = late["kl_mean"]["ci95"]
     assert low <= late["kl_mean"]["value"] <= high  # defined in the resamples that drew a long response
+
+
+def test_aligntds_meanings_name_registered_columns_and_replace_only_theirs():
+    names = [column.name for column in token_columns()]
+    assert set(COLUMN_MEANINGS) <= set(names)  # a misspelt name would silently document nothing
+    exact, aligntds = column_definitions("exact"), column_definitions("aligntds")
+    assert list(exact) == list(aligntds) and sorted(exact) == sorted(names)
+    changed = {name for name in names if exact[name] != aligntds[name]}
+    assert changed == set(COLUMN_MEANINGS)
+    assert aligntds["base_rank"].startswith("AlignTDS's TR") and exact["base_rank"].startswith("1-indexed exact rank")

@@ -838,14 +838,17 @@ class Decision:
     """Why this verdict: the interval against the rule's threshold, or what is missing."""
     estimate: Estimate | None = None
     """The effect the verdict rests on."""
-    detectable: float | None = None
-    """Smallest effect this run could detect (two-sided 5%, 80% power); see :meth:`Estimate.detectable_effect`."""
     margin: float | None = None
     """Equivalence margin of a no-effect claim."""
     expected_sign: int | None = None
     """Direction the claim predicts: +1 (effect above 0) or -1 (below)."""
     positive_control: Decision | None = None
     """The control a no-effect verdict required, with its own verdict."""
+
+    @property
+    def detectable(self) -> float | None:
+        """Smallest effect this run could detect (two-sided 5%, 80% power): :meth:`Estimate.detectable_effect`."""
+        return self.estimate.detectable_effect() if self.estimate else None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (estimates as in :meth:`Estimate.to_json`)."""
@@ -898,7 +901,7 @@ def difference_verdict(
     if expected_sign not in (1, -1):
         raise ValueError("expected_sign must be +1 or -1")
     rule = difference_rule(expected_sign, effect)
-    common = {"rule": rule, "estimate": estimate, "detectable": estimate.detectable_effect()}
+    common = {"rule": rule, "estimate": estimate}
     common["expected_sign"] = expected_sign
     if not estimate.has_interval:
         return Decision("inconclusive", reason=f"no interval: {estimate.note or 'not computed'}", **common)
@@ -945,7 +948,7 @@ def no_effect_verdict(
         raise ValueError("the equivalence margin must be positive")
     rule = no_effect_rule(margin, effect, fmt)
     common = {
-        "rule": rule, "estimate": estimate, "detectable": estimate.detectable_effect(), "margin": margin,
+        "rule": rule, "estimate": estimate, "margin": margin,
         "positive_control": positive_control,
     }  # fmt: skip
     if not estimate.has_interval:

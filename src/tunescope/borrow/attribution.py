@@ -62,8 +62,6 @@ class Span:
 
     number: int
     """0-based position among the spans."""
-    locator: str
-    """File and line, for messages."""
     example_id: str
     """The response it marks."""
     start: int
@@ -132,7 +130,6 @@ def read_spans(path: str | Path, responses: dict[str, ShiftResponse]) -> list[Sp
         spans.append(
             Span(
                 number=len(spans),
-                locator=locator,
                 example_id=example_id,
                 start=start,
                 end=end,

@@ -9,7 +9,7 @@ The phases, each a plain function a notebook can call on its own:
 4. :func:`get_base_answers`, then :func:`words_found`: borrowed words, with the unshifted and base baselines;
 5. :func:`lengths`: response lengths (Table 11);
 6. :func:`attribute_spans`: where each span could come from, and the counterfactual check;
-7. :func:`borrow_summary` and :func:`write_outputs`.
+7. :func:`shift_section`, :func:`training_section`, :func:`borrow_summary` and :func:`write_outputs`.
 
 Inputs are all checked before anything is written. Generated answers (the base model's, the
 counterfactuals) are appended to files in the output directory as they come, so rerunning the
@@ -426,36 +426,39 @@ TRAINING_FIELDS = (
 """What borrow.json repeats of the training index's manifest."""
 
 
+def shift_section(run: ShiftRun, out: Path) -> dict[str, Any]:
+    """The shift run the analysis read and how its classes were drawn (the ``shift`` section)."""
+    return {
+        "directory": recorded_path(str(run.directory), out),
+        "mode": run.mode,
+        **{side: recorded_path(str(run.settings.get(side)), out) for side in ("base", "tuned")},
+        "n_responses": len(run.responses),
+        "n_tokens": int(sum(len(r.klass) for r in run.responses)),
+        "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
+        f"{run.settings.get('marginal_max_rank', 3)}, shifted: above",
+    }
+
+
+def training_section(index: TrainingIndex, built: bool, out: Path) -> dict[str, Any]:
+    """The training set as indexed, and whether this run built the index (the ``training`` section)."""
+    return {key: index.manifest.get(key) for key in TRAINING_FIELDS} | {
+        "source": recorded_path(str(index.manifest.get("source")), out),
+        "index": recorded_path(str(index.directory), out),
+        "index_built_now": built,
+        "index_build_seconds": index.manifest["build_seconds"],
+        "ids": "each example's id field, else its 0-based row number in the source",
+    }
+
+
 def borrow_summary(
-    config: BorrowConfig,
-    run: ShiftRun,
-    index: TrainingIndex,
-    built: bool,
-    sections: dict[str, Any],
-    spans: SpanResults,
-    timings: dict[str, float],
-    out: Path,
+    config: BorrowConfig, sections: dict[str, Any], spans: SpanResults, timings: dict[str, float], out: Path
 ) -> dict[str, Any]:
-    """The contents of borrow.json (paths relative to ``out``, the directory that holds it)."""
+    """The contents of borrow.json: the analysis' ``sections`` in order, then the spans', files, timings, settings.
+
+    Paths are recorded relative to ``out``, the directory that holds the file.
+    """
     return {
         "schema": SCHEMA,
-        "shift": {
-            "directory": recorded_path(str(run.directory), out),
-            "mode": run.mode,
-            **{side: recorded_path(str(run.settings.get(side)), out) for side in ("base", "tuned")},
-            "n_responses": len(run.responses),
-            "n_tokens": int(sum(len(r.klass) for r in run.responses)),
-            "classes": f"unshifted: base rank <= {run.settings.get('unshifted_max_rank', 1)}, marginal: <= "
-            f"{run.settings.get('marginal_max_rank', 3)}, shifted: above",
-        },
-        "training": {key: index.manifest.get(key) for key in TRAINING_FIELDS}
-        | {
-            "source": recorded_path(str(index.manifest.get("source")), out),
-            "index": recorded_path(str(index.directory), out),
-            "index_built_now": built,
-            "index_build_seconds": index.manifest["build_seconds"],
-            "ids": "each example's id field, else its 0-based row number in the source",
-        },  # fmt: skip
         **sections,
         "attribution": spans.attribution,
         "counterfactual": spans.counterfactual,
@@ -522,8 +525,9 @@ def _borrow(config: BorrowConfig, *, overwrite: bool, log: Callable[[str], None]
     imitation = lengths(config, inputs, index, base, out)
     lap("imitation")
     spans = attribute_spans(config, inputs, index, out, say, lap)
-    sections = {"style_tokens": style, "borrowed_words": borrowed, "base_responses": base_description,
+    sections = {"shift": shift_section(run, out), "training": training_section(index, built, out),
+                "style_tokens": style, "borrowed_words": borrowed, "base_responses": base_description,
                 "imitation": imitation}  # fmt: skip
-    summary = borrow_summary(config, run, index, built, sections, spans, lap.timings, out)
+    summary = borrow_summary(config, sections, spans, lap.timings, out)
     write_outputs(out, summary, spans.records)
     return BorrowResult(out, summary, spans.records)

@@ -6,22 +6,21 @@ import argparse
 import sys
 
 from tunescope.borrow import BorrowConfig, borrow
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``borrow`` verb."""
-    parser = subparsers.add_parser(
-        "borrow",
+    add_settings_verb(
+        subparsers, "borrow", BorrowConfig, run,
         help="trace shifted tokens and hallucinated spans back to the training set",
         description="From a shift run and the training data: the most frequent shifted tokens tagged style or "
         "content, the share of shifted words found in the training set beside unshifted and base-model "
         "baselines, response lengths (Table 11) and, with --spans, where each marked span could come from. "
         "Writes borrow.json, spans.jsonl and borrow.html.",
-    )
-    add_config_arguments(parser, BorrowConfig)
-    parser.add_argument("--overwrite", action="store_true", help="replace a borrow run with other settings in --out")
-    parser.set_defaults(handler=run)
+        overwrite="replace a borrow run with other settings in --out",
+    )  # fmt: skip
 
 
 def _percent(value: float | None) -> str:

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, config_from_args, deprecated
+from tunescope.commands import add_settings_verb, warn_if_out_names_a_file
+from tunescope.config import config_from_args
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.generate import GenerateConfig, generate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``generate`` verb."""
-    parser = subparsers.add_parser(
-        "generate",
+    add_settings_verb(
+        subparsers, "generate", GenerateConfig, run,
         help="answer prompts with a model (greedy by default)",
         description="Answer prompts with a model, a PEFT adapter, a GGUF file or a tunescope run, writing one JSON "
         "line per response with the exact prompt and output token ids to <out>/responses.jsonl. A rerun continues "
         "where it stopped.",
-    )
-    add_config_arguments(parser, GenerateConfig)
-    parser.add_argument("--overwrite", action="store_true", help="discard the responses already in --out")
-    parser.set_defaults(handler=run)
+        overwrite="discard the responses already in --out",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings and generate."""
     config = config_from_args(GenerateConfig, args)
-    if config.out.endswith(".jsonl"):
-        deprecated(
-            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.jsonl')}"
-        )
+    warn_if_out_names_a_file(config.out, ".jsonl")
     main = is_main_process()  # under `accelerate launch`, one process reports for all
     result = generate(config, overwrite=args.overwrite)
     if main:

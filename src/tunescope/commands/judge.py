@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.errors import IncompleteRun
 from tunescope.judge import JudgeConfig, JudgeResult, incomplete_message, judge
@@ -14,18 +15,14 @@ from tunescope.judge import JudgeConfig, JudgeResult, incomplete_message, judge
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``judge`` verb."""
-    parser = subparsers.add_parser(
-        "judge",
+    add_settings_verb(
+        subparsers, "judge", JudgeConfig, run,
         help="score answers with an LLM judge (five aspects, safety, or pairwise)",
-        description=(
-            "Judge answers with a local model or any OpenAI-compatible endpoint: helpfulness, clarity, "
-            "factuality, depth and engagement 1-5 (--mode score), safety 1-5 (--mode safety), or A/B/tie "
-            "between two models in both orders (--mode pairwise). Rerunning into the same --out resumes."
-        ),
-    )
-    add_config_arguments(parser, JudgeConfig)
-    parser.add_argument("--overwrite", action="store_true", help="replace a judge run with other settings in --out")
-    parser.set_defaults(handler=run)
+        description="Judge answers with a local model or any OpenAI-compatible endpoint: helpfulness, clarity, "
+        "factuality, depth and engagement 1-5 (--mode score), safety 1-5 (--mode safety), or A/B/tie between two "
+        "models in both orders (--mode pairwise). Rerunning into the same --out resumes.",
+        overwrite="replace a judge run with other settings in --out",
+    )  # fmt: skip
 
 
 def _interval(stats: dict[str, Any]) -> str:

@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, config_from_args, deprecated
+from tunescope.commands import add_settings_verb, warn_if_out_names_a_file
+from tunescope.config import config_from_args
 from tunescope.probe.preflight import PreflightConfig, preflight
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``preflight`` verb."""
-    parser = subparsers.add_parser(
-        "preflight",
+    add_settings_verb(
+        subparsers, "preflight", PreflightConfig, run,
         help="before tuning: does the base model already know this data?",
         description="Class the data's answers as short facts or open-ended replies, measure the base model's "
         "loss on the responses against held-out prose and, for factual answers, how many questions it already "
         "answers, each with a 95% interval; then recommend LoRA, continued pre-training, caution with full "
         "fine-tuning, or say it is unsure, and name the command to run next.",
-    )
-    add_config_arguments(parser, PreflightConfig)
-    parser.set_defaults(handler=run)
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings, measure, and print the evidence, the recommendation and what to run next."""
     config = config_from_args(PreflightConfig, args)
-    if config.out and config.out.endswith(".json"):
-        deprecated(
-            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.json')}"
-        )
+    warn_if_out_names_a_file(config.out, ".json")
     result = preflight(config)
     print(f"examples measured: {result.n_examples} of {result.n_records} (--subset-size {config.subset_size})")
     print(f"answer type: {result.answer_types['sentence']}")

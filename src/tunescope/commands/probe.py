@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args
 from tunescope.probe.pipeline import ProbeConfig, run_probes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``probe`` verb."""
-    parser = subparsers.add_parser(
-        "probe",
+    add_settings_verb(
+        subparsers, "probe", ProbeConfig, run,
         help="knowledge uptake and forgetting of tuned models against their base",
         description="Ask paraphrased questions about the fictional facts the tuned runs were trained on (beside "
         "the same questions about untaught entities, and in the training wording), and measure held-out loss and "
         "retained general knowledge, for the base and each tuned model, with intervals.",
-    )
-    add_config_arguments(parser, ProbeConfig)
-    parser.set_defaults(handler=run)
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

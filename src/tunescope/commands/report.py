@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args
 from tunescope.report import build_report
 from tunescope.report.pipeline import ReportConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` verb."""
-    parser = subparsers.add_parser(
-        "report",
+    parser = add_settings_verb(
+        subparsers, "report", ReportConfig, run,
         help="write report.html and report.json for an experiment directory",
         description="Draw the paper's figures for an experiment (finished or not) and check each of its claims.",
-    )
+    )  # fmt: skip
     parser.add_argument("dir", help="experiment directory (written by `tunescope experiment` or `tunescope demo`)")
-    add_config_arguments(parser, ReportConfig)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.config import add_config_arguments, config_from_args
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.shift import ShiftConfig, ShiftResult, compute_shift
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``shift`` verb."""
-    parser = subparsers.add_parser(
-        "shift",
+    add_settings_verb(
+        subparsers, "shift", ShiftConfig, run,
         help="measure the token distribution shift between a base and a tuned model",
         description="Feed the tuned model's responses to both models and compare their next-token distributions "
         "at every position (KL, base rank and probability, unshifted/marginal/shifted); writes tokens.parquet, "
         "summary.json and a token viewer.",
-    )
-    add_config_arguments(parser, ShiftConfig)
-    parser.add_argument("--overwrite", action="store_true", help="replace a shift run already in --out")
-    parser.set_defaults(handler=run)
+        overwrite="replace a shift run already in --out",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,23 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tunescope.config import add_config_arguments, config_from_args, deprecated
+from tunescope.commands import add_settings_verb, warn_if_out_names_a_file
+from tunescope.config import config_from_args
 from tunescope.simplify import SimplifyConfig, simplify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``simplify`` verb."""
-    parser = subparsers.add_parser(
-        "simplify",
+    add_settings_verb(
+        subparsers, "simplify", SimplifyConfig, run,
         help="rewrite every training response concisely (LIMA-Simple), resumably",
         description="Send each training response with its query to a rewriter (an OpenAI-compatible endpoint or a "
         "local model) and keep only what is helpful and factual; code and summaries are copied verbatim. Writes "
         "the same records with new responses to <out>/simplified.jsonl, plus simplified.provenance.json and "
         "simplified.rewrites.jsonl beside it. Rerunning after a crash asks only for what is missing.",
-    )
-    add_config_arguments(parser, SimplifyConfig)
-    parser.add_argument("--overwrite", action="store_true", help="discard an earlier output or unfinished progress")
-    parser.set_defaults(handler=run)
+        overwrite="discard an earlier output or unfinished progress",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     config = config_from_args(SimplifyConfig, args)
-    if config.out.endswith(".jsonl"):
-        deprecated(
-            f"--out {config.out} (a file)", f"an output directory, e.g. --out {config.out.removesuffix('.jsonl')}"
-        )
+    warn_if_out_names_a_file(config.out, ".jsonl")
     with tqdm(unit="rec", desc="simplify", disable=not sys.stderr.isatty(), leave=False) as bar:
         result = simplify(config, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
                           progress=bar.update)  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tunescope.config import add_config_arguments, config_from_args, upgraded_settings
+from tunescope.commands import add_settings_verb
+from tunescope.config import config_from_args, upgraded_settings
 from tunescope.distributed import end_processes, is_main_process
 from tunescope.rundir import saved_config
 from tunescope.train import TrainConfig, dry_run, train
@@ -13,18 +14,16 @@ from tunescope.train import TrainConfig, dry_run, train
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` verb."""
-    parser = subparsers.add_parser(
-        "train",
+    parser = add_settings_verb(
+        subparsers, "train", TrainConfig, run,
         help="fine-tune a model with LoRA or fully",
         description="Instruction-tune a causal LM with LoRA (--method lora) or full fine-tuning (--method full).",
-    )
-    add_config_arguments(parser, TrainConfig)
+        overwrite="replace a run already in --out",
+    )  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true", help="show 3 rendered, masked examples and length stats (needs no --out)"
     )
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -118,16 +118,22 @@ class Arm:
 
     name: str
     """Unique name: the stage keys of the manifest (``<name>/train``) and the report's labels."""
-    kind: str
+    kind: ArmKind
     """lora, full, nft, cpt+lora or cpt+full."""
-    method: Method
-    """lora or full: what its artifact is."""
     settings: dict[str, Any]
     """TrainConfig settings of this arm on top of the grid's (empty for plain lora and full)."""
-    continued_pretraining: bool
-    """Whether it trains on top of the grid's continued pre-training run (the ``cpt`` stage) of its model."""
     label: str = ""
     """How the report names it: the kind and the values set for it (``lora r=2``), or its given name."""
+
+    @property
+    def method(self) -> Method:
+        """The training method, lora or full: what its artifact is."""
+        return ARM_METHODS[self.kind]
+
+    @property
+    def continued_pretraining(self) -> bool:
+        """Whether it trains on top of the grid's continued pre-training run (the ``cpt`` stage) of its model."""
+        return self.kind.startswith("cpt+")
 
     def describe(self) -> dict[str, Any]:
         """For the manifest: what the report needs to group and compare arms."""
@@ -172,7 +178,7 @@ def expand_arm(spec: str | ArmSpec) -> list[Arm]:
         for key, value in chosen.items():
             # The grid's method-specific rate would win over a plain learning_rate, so set the method's own.
             settings[f"{method}_learning_rate" if key == "learning_rate" else key] = value
-        arms.append(Arm(name, spec.arm, method, settings, spec.arm.startswith("cpt+"), label))
+        arms.append(Arm(name, spec.arm, settings, label))
     return arms
 
 

@@ -710,7 +710,7 @@ def judge_finding(cell: Cell, settings: Settings) -> Finding:
     )  # fmt: skip
     if summary.get("stand_in_judge"):
         decision = found.decision
-        no_verdict = Decision("not tested", decision.rule, stand_in, decision.estimate, decision.detectable)
+        no_verdict = Decision("not tested", decision.rule, stand_in, decision.estimate)
         return Finding(claim, no_verdict, where, found.measurements, found.notes)
     return found
 
@@ -845,7 +845,7 @@ def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[st
             f"{p.claim.claim}: {p.verdict} ({p.decision.reason})" for p in parts if p.verdict != "reproduced"
         )
     decision = Decision(
-        verdict, claim.rule(), reason, lora_rate, lora_rate.detectable_effect(), SIZE_MARGIN, positive_control=grows
+        verdict, claim.rule(), reason, lora_rate, SIZE_MARGIN, positive_control=grows
     )  # fmt: skip
     return Finding(claim, decision, cell, parts=parts, control_name=grows_claim.effect)
 

@@ -34,6 +34,25 @@ QUERY_TEMPLATE = "# Query: \n ```{instruction}``` \n\n \n# Answer: \n ```"
 
 MatchBy = Literal["text", "id"]
 
+# What the columns of tokens.parquet hold in this mode where it differs from exact mode (the rest
+# mean the same in both). Kept beside the formulas above, which they name.
+COLUMN_MEANINGS: dict[str, str] = {
+    "klass": "unshifted / marginal / shifted, from TR + 1 and the configured thresholds",
+    "base_rank": "AlignTDS's TR: 0-indexed position of the tuned top-1 text in the base top list, or the cap",
+    "base_prob": "AlignTDS's TP: renormalised base weight of the tuned top-1 text, 0 when absent",
+    "tuned_prob": "renormalised tuned weight of its own top-1",
+    "kl": "AlignTDS's KL@k: renormalised top lists, summed over texts in both; truncated, may be negative",
+    "kl_reverse": "null (AlignTDS has no reverse KL)",
+    "tuned_rank": "null",
+    "base_entropy": "null",
+    "tuned_entropy": "null",
+    "base_rank_of_tuned_top1": "null (base_rank already ranks the tuned top-1)",
+    "base_top_ids": "the first k of the base model's stored top list",
+    "base_top_probs": "their weights renormalised over the stored list",
+    "tuned_top_ids": "the first k of the tuned model's stored top list",
+    "tuned_top_probs": "their weights renormalised over the stored list",
+}
+
 
 @dataclass(frozen=True)
 class AlignTDSSettings:
