@@ -28,6 +28,19 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _stage_output(
+    root: Path, stages: dict[str, Any], key: str, summary_file: str
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The output directory of the manifest's stage ``key`` and the summary in it; Nones when it has not run.
+
+    An analysis stage writes into the subdirectory named for its kind (``lora/shift``: ``<stage dir>/shift``).
+    """
+    if not (stage := stages.get(key)):
+        return None, None
+    directory = root / stage["dir"] / key.rsplit("/", 1)[-1]
+    return directory, _json(directory / summary_file)
+
+
 @dataclass
 class MethodRun:
     """One tuned model of a cell (one arm of the grid) and everything measured on it."""
@@ -108,21 +121,13 @@ def collect(root: Path) -> tuple[dict[str, Any], list[Cell]]:
                 run.config = saved_config(run.train_dir)
             if generated := stages.get(f"{method}/generate"):
                 run.responses_path = root / generated["dir"] / "responses.jsonl"
-            if shifted := stages.get(f"{method}/shift"):
-                run.shift_dir = root / shifted["dir"] / "shift"
-                run.shift = _json(run.shift_dir / shift_output.SUMMARY_FILE)
-            if borrowed := stages.get(f"{method}/borrow"):
-                run.borrow_dir = root / borrowed["dir"] / "borrow"
-                run.borrow = _json(run.borrow_dir / BORROW_FILE)
+            run.shift_dir, run.shift = _stage_output(root, stages, f"{method}/shift", shift_output.SUMMARY_FILE)
+            run.borrow_dir, run.borrow = _stage_output(root, stages, f"{method}/borrow", BORROW_FILE)
             cell.runs[method] = run
         if generated := stages.get("base_generate"):
             cell.base_responses = root / generated["dir"] / "responses.jsonl"
-        if judged := stages.get("judge"):
-            cell.judge_dir = root / judged["dir"] / "judge"
-            cell.judge = _json(cell.judge_dir / judge_pipeline.SUMMARY_FILE)
-        if probed := stages.get("probe"):
-            cell.probe_dir = root / probed["dir"] / "probe"
-            cell.probe = _json(cell.probe_dir / PROBE_FILE)
+        cell.judge_dir, cell.judge = _stage_output(root, stages, "judge", judge_pipeline.SUMMARY_FILE)
+        cell.probe_dir, cell.probe = _stage_output(root, stages, "probe", PROBE_FILE)
         cells.append(cell)
     return manifest, cells
 
