@@ -14,7 +14,7 @@ def add_settings_verb(
     settings: type[Config],
     handler: Callable[[argparse.Namespace], int],
     *,
-    help: str,  # noqa: A002 - argparse's own name for it
+    help: str,
     description: str,
     overwrite: str | None = None,
 ) -> argparse.ArgumentParser:

@@ -844,9 +844,7 @@ def check_size(groups: list[PairedSlopeGroup], settings: Settings, cell: dict[st
         reason = "; ".join(
             f"{p.claim.claim}: {p.verdict} ({p.decision.reason})" for p in parts if p.verdict != "reproduced"
         )
-    decision = Decision(
-        verdict, claim.rule(), reason, lora_rate, SIZE_MARGIN, positive_control=grows
-    )  # fmt: skip
+    decision = Decision(verdict, claim.rule(), reason, lora_rate, SIZE_MARGIN, positive_control=grows)
     return Finding(claim, decision, cell, parts=parts, control_name=grows_claim.effect)
 
 
