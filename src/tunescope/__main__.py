@@ -1,7 +1,5 @@
 """``python -m tunescope``."""
 
-import sys
+from tunescope.cli import run
 
-from tunescope.cli import main
-
-sys.exit(main())
+run()

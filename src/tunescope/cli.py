@@ -14,8 +14,10 @@ import os
 import pkgutil
 import sys
 import warnings
+from typing import NoReturn
 
 from tunescope import __version__, commands
+from tunescope.distributed import exit_process
 from tunescope.errors import IncompleteRun, TunescopeError
 
 # Verbs are listed in pipeline order; each lives in tunescope/commands/<verb>.py with a
@@ -68,6 +70,11 @@ def _quiet_libraries() -> None:
     logging.getLogger("datasets").setLevel(logging.ERROR)
     # Deprecation notices that TRL triggers inside transformers, not actionable by our users.
     warnings.filterwarnings("ignore", message=r".*(gradient_checkpointing|is_gradient_checkpointing)` is deprecated")
+
+
+def run() -> NoReturn:
+    """The ``tunescope`` executable (and ``python -m tunescope``): :func:`main`, then exit with its code."""
+    exit_process(main())
 
 
 def main(argv: list[str] | None = None) -> int:
